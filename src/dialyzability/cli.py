@@ -1,0 +1,144 @@
+"""The ``dialyzability`` command.
+
+Subcommands: ``check`` (validate case files, show them normalised with the classical estimates)
+and ``fit`` (Bayesian fit of one case). Heavy libraries are imported only by the subcommands that
+need them, so ``--help`` and ``check`` answer quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4g}{' ' + unit if unit else ''}"
+
+
+def describe_case(case) -> str:
+    """Human-readable normalised case (canonical units, ranges shown as ranges)."""
+    from .nca import classical_estimates
+
+    p = case.patient
+    lines = [
+        f"Case {case.id}: {case.drug}",
+        f"  source     {case.reference or '-'}{'  doi:' + case.doi if case.doi else ''}",
+        f"  clock      {case.clock}",
+        "  patient    "
+        + ", ".join(
+            [
+                f"weight {_fmt(p.weight, 'kg')}" if p.weight else "weight not given (latent)",
+                f"age {p.age_years:g} y" if p.age_years is not None else "age not given",
+                p.sex or "sex not given",
+                f"kidney function {case.kidney_function}"
+                + ("" if p.kidney_function else " (assumed: not given)"),
+            ]
+        ),
+    ]
+    if case.doses:
+        lines.append(f"  doses ({len(case.doses)}), total {_fmt(case.total_dose, 'mg')}")
+        lines += [f"    {d.time_h}: {_fmt(d.amount, 'mg')} {d.route}" for d in case.doses]
+    else:
+        lines.append("  doses      none given: the body burden at the first observation is latent")
+    lines.append(f"  levels ({len(case.concentrations)})")
+    for c in case.concentrations:
+        value = f"< {_fmt(c.lloq, 'mg/L')} (below LLOQ)" if c.below_lloq else _fmt(c.value, "mg/L")
+        lines.append(f"    {c.time_h}: {value} {c.matrix}")
+    lines.append(f"  urine collections ({len(case.urine)})")
+    for u in case.urine:
+        vol = f", volume {_fmt(u.volume, 'L')}" if u.volume is not None else ""
+        lines.append(f"    {u.start_h} to {u.end}: {_fmt(u.recovered, 'mg')}{vol}")
+    lines.append(f"  sessions ({len(case.sessions)})")
+    for i, s in enumerate(case.sessions, start=1):
+        extra = []
+        if s.blood_flow is not None:
+            extra.append(
+                f"blood flow {_fmt(s.blood_flow, 'L/h')} ({s.blood_flow / 0.06:.0f} mL/min)"
+            )
+        if s.effluent_flow is not None:
+            extra.append(f"effluent flow {_fmt(s.effluent_flow, 'L/h')}")
+        rec = (
+            f"recovered {_fmt(s.amount, 'mg')}" if s.amount is not None else "no recovery measured"
+        )
+        lines.append(
+            f"    #{i} {s.modality} {s.start_h} to {s.end}: {rec}"
+            + (f"; {', '.join(extra)}" if extra else "")
+        )
+    lines.append("  classical estimates (model-free)")
+    estimates = classical_estimates(case)
+    if not estimates:
+        lines.append("    none: the case has no urine collection or measured recovery")
+    for e in estimates:
+        if e.computable:
+            ml = f" ({e.value * 1000 / 60:.4g} mL/min)" if e.unit == "L/h" else ""
+            lines.append(f"    {e.label}: {_fmt(e.value, e.unit)}{ml}")
+        else:
+            lines.append(f"    {e.label}: {e.reason}")
+    return "\n".join(lines)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .case import load_cases
+    from .nca import classical_estimates
+
+    cases = load_cases(args.cases)
+    if args.json:
+        out = [
+            {"case": c.to_json(), "classical": [e.to_json() for e in classical_estimates(c)]}
+            for c in cases
+        ]
+        print(json.dumps(out if len(out) > 1 else out[0], indent=2))
+    else:
+        print("\n\n".join(describe_case(c) for c in cases))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dialyzability",
+        description="Did extracorporeal treatment clear the drug faster than the kidneys? "
+        "Bayesian estimates of CL_ECTR / CL_R from poisoning case reports.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = sub.add_parser(
+        "check",
+        help="validate case files and show them normalised, with classical estimates",
+        description="Validate case files (TOML), print them in canonical units (h, mg, L, mg/L, "
+        "L/h) with timing ranges shown as ranges, and the classical (model-free) clearance "
+        "estimates, or why they are not computable.",
+    )
+    check.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="case files or folders")
+    check.add_argument("--json", action="store_true", help="print JSON for machines")
+    check.set_defaults(func=_check)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 success, 1 bad input, 2 usage)."""
+    from .case import CaseError
+    from .drugs import DrugModelError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CaseError, DrugModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

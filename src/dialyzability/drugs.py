@@ -1,0 +1,287 @@
+"""Drug models: priors and facts for one drug, read from ``models/<drug>.toml``.
+
+Each drug file declares its priors as distributions with parameters (see ``models/README.md``);
+any prior it leaves out is taken from ``models/default.toml``. The merged model records, for each
+prior, the file it came from, so a fit can say exactly what it assumed.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .resources import models_dir
+from .units import UnitError, parse_quantity
+
+PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka"]
+
+
+class DrugModelError(ValueError):
+    """A drug model that does not exist or cannot be read."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogNormal(_Strict):
+    """Log-normal prior: ``log X ~ Normal(log(median), sigma)``."""
+
+    dist: Literal["lognormal"]
+    median: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    sigma: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    unit: str | None = None
+    source: str
+    note: str | None = None
+    origin: str = "drug"
+
+    @property
+    def mu(self) -> float:
+        """Mean of the log."""
+        return math.log(self.median)
+
+    def interval(self, prob: float = 0.95) -> tuple[float, float]:
+        """Central interval of probability ``prob``."""
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(0.5 + prob / 2)
+        return self.median * math.exp(-z * self.sigma), self.median * math.exp(z * self.sigma)
+
+    def describe(self) -> str:
+        lo, hi = self.interval()
+        unit = f" {self.unit}" if self.unit else ""
+        return (
+            f"lognormal(median {self.median:g}{unit}, sigma {self.sigma:g}); "
+            f"95 % {lo:.3g}-{hi:.3g}{unit}"
+        )
+
+
+class Beta(_Strict):
+    """Beta prior on a fraction."""
+
+    dist: Literal["beta"]
+    alpha: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    beta: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    unit: str | None = None
+    source: str
+    note: str | None = None
+    origin: str = "drug"
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def describe(self) -> str:
+        return f"beta(alpha {self.alpha:g}, beta {self.beta:g}); mean {self.mean:.2f}"
+
+
+Prior = Annotated[LogNormal | Beta, Field(discriminator="dist")]
+
+
+class Sourced(_Strict):
+    value: float | str
+    source: str
+
+
+class TherapeuticRange(_Strict):
+    low: str
+    high: str
+    source: str
+
+
+class HalfLife(_Strict):
+    therapeutic: list[str] | None = None
+    overdose: list[str] | None = None
+    source: str
+
+
+class Priors(_Strict):
+    volume: LogNormal
+    cl_total: LogNormal
+    fe: Beta
+    bioavailability: Beta
+    ka: LogNormal
+
+
+class DrugModel(_Strict):
+    """A drug model merged with the defaults.
+
+    Attributes
+    ----------
+    name
+        Drug name, the file's stem.
+    molar_mass
+        g/mol, or None if not given (molar units then cannot be read).
+    therapeutic_high, therapeutic_low
+        Therapeutic range in mg/L, when given.
+    priors
+        Priors of the pharmacokinetic parameters (``volume`` per kg, ``cl_total`` for a 70-kg
+        adult with normal kidneys, ``fe``, ``bioavailability``, ``ka``).
+    ectr
+        Prior of the extracorporeal clearance per modality (L/h).
+    kidney_function
+        Multiplier of renal clearance per kidney-function class.
+    errors
+        Priors of the measurement-error scales (SD of log) for levels, urine and effluent.
+    weight
+        Prior of body weight when the case gives none (kg).
+    """
+
+    name: str
+    description: str = ""
+    molar_mass: float | None = None
+    protein_binding: float | None = None
+    therapeutic_low: float | None = None
+    therapeutic_high: float | None = None
+    half_life: HalfLife | None = None
+    sources: dict[str, str] = Field(default_factory=dict)
+    priors: Priors
+    ectr: dict[str, LogNormal]
+    kidney_function: dict[str, LogNormal]
+    errors: dict[str, LogNormal]
+    weight: LogNormal
+    path: str
+
+    def prior_table(self) -> list[tuple[str, str, str]]:
+        """(name, description, source) of every prior, for reports and attributes."""
+        rows = []
+        for name in Priors.model_fields:
+            prior = getattr(self.priors, name)
+            rows.append((name, prior.describe(), f"[{prior.origin}] {prior.source}"))
+        for group in ("ectr", "kidney_function", "errors"):
+            for key, prior in getattr(self, group).items():
+                rows.append(
+                    (f"{group}.{key}", prior.describe(), f"[{prior.origin}] {prior.source}")
+                )
+        rows.append(
+            ("weight", self.weight.describe(), f"[{self.weight.origin}] {self.weight.source}")
+        )
+        return rows
+
+
+class _DrugFile(_Strict):
+    name: str
+    description: str = ""
+    molar_mass: Sourced | None = None
+    protein_binding: Sourced | None = None
+    therapeutic_range: TherapeuticRange | None = None
+    half_life: HalfLife | None = None
+    priors: dict[PriorName, Prior] = Field(default_factory=dict)
+    ectr: dict[str, LogNormal] = Field(default_factory=dict)
+    kidney_function: dict[Literal["normal", "impaired", "anuric"], LogNormal] = Field(
+        default_factory=dict
+    )
+    errors: dict[Literal["level", "urine", "effluent"], LogNormal] = Field(default_factory=dict)
+    weight: LogNormal | None = None
+
+
+def available_drugs(folder: Path | None = None) -> list[str]:
+    """Names of the drugs that have a model file."""
+    folder = folder or models_dir()
+    return sorted(p.stem for p in folder.glob("*.toml") if p.stem != "default")
+
+
+def _read(path: Path) -> _DrugFile:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+        return _DrugFile.model_validate(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise DrugModelError(f"{path}: invalid TOML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DrugModelError(f"{path}: field '{where}': {first['msg']}") from exc
+
+
+@cache
+def load_drug(name: str, folder: str | None = None) -> DrugModel:
+    """Load the drug model ``name`` merged with ``default.toml``.
+
+    Parameters
+    ----------
+    name
+        A drug with a file in ``models/`` (case-insensitive), or ``"default"``.
+    folder
+        Folder of the model files; the shipped ``models/`` by default.
+
+    Raises
+    ------
+    DrugModelError
+        If there is no such drug, or its file is malformed.
+    """
+    base = Path(folder) if folder else models_dir()
+    default = _read(base / "default.toml")
+    key = name.strip().lower()
+    if key == "default":
+        drug = default
+        origin = "default"
+    else:
+        path = base / f"{key}.toml"
+        if not path.is_file():
+            known = ", ".join(available_drugs(base)) or "none"
+            raise DrugModelError(
+                f"unknown drug {name!r}: no model file {path.name} (known drugs: {known}; "
+                'use drug = "default" for weakly informative priors)'
+            )
+        drug = _read(path)
+        origin = path.name
+
+    def tag(prior, where):
+        return prior.model_copy(update={"origin": where})
+
+    priors = {k: tag(v, "default.toml") for k, v in default.priors.items()}
+    priors |= {k: tag(v, origin) for k, v in drug.priors.items()}
+    merged = {}
+    for group in ("ectr", "kidney_function", "errors"):
+        merged[group] = {k: tag(v, "default.toml") for k, v in getattr(default, group).items()}
+        merged[group] |= {k: tag(v, origin) for k, v in getattr(drug, group).items()}
+    weight = tag(drug.weight, origin) if drug.weight else tag(default.weight, "default.toml")
+
+    sources: dict[str, str] = {}
+    molar_mass = None
+    if drug.molar_mass is not None:
+        try:
+            molar_mass = parse_quantity(str(drug.molar_mass.value), "molar_mass")
+        except UnitError as exc:
+            raise DrugModelError(f"{origin}: field 'molar_mass.value': {exc}") from exc
+        sources["molar_mass"] = drug.molar_mass.source
+    low = high = None
+    if drug.therapeutic_range is not None:
+        tr = drug.therapeutic_range
+        try:
+            low = parse_quantity(tr.low, "concentration", molar_mass)
+            high = parse_quantity(tr.high, "concentration", molar_mass)
+        except UnitError as exc:
+            raise DrugModelError(f"{origin}: field 'therapeutic_range': {exc}") from exc
+        sources["therapeutic_range"] = tr.source
+    binding = None
+    if drug.protein_binding is not None:
+        binding = float(drug.protein_binding.value)
+        sources["protein_binding"] = drug.protein_binding.source
+    try:
+        return DrugModel(
+            name=drug.name if key != "default" else "default",
+            description=drug.description,
+            molar_mass=molar_mass,
+            protein_binding=binding,
+            therapeutic_low=low,
+            therapeutic_high=high,
+            half_life=drug.half_life,
+            sources=sources,
+            priors=Priors(**priors),
+            ectr=merged["ectr"],
+            kidney_function=merged["kidney_function"],
+            errors=merged["errors"],
+            weight=weight,
+            path=str(base / f"{key}.toml"),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DrugModelError(f"{origin}: field '{where}': {first['msg']}") from exc

@@ -1,0 +1,33 @@
+"""Shared fixtures: the shipped founding case and helpers to write case files."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "data" / "cases"
+LEE = CASES / "lee2020-baclofen.toml"
+
+
+@pytest.fixture
+def lee_raw() -> dict:
+    """The founding case as a dict, to be mutated by a test."""
+    with LEE.open("rb") as fh:
+        return copy.deepcopy(tomllib.load(fh))
+
+
+@pytest.fixture
+def write_case(tmp_path):
+    """Write a dict as a TOML case file and return its path."""
+
+    def write(raw: dict, name: str = "case.toml") -> Path:
+        path = tmp_path / name
+        path.write_bytes(tomli_w.dumps(raw).encode())
+        return path
+
+    return write
