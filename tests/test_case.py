@@ -46,8 +46,9 @@ def test_optional_dose_and_weight(lee_raw, write_case):
 
 
 def test_below_lloq(lee_raw, write_case):
-    lee_raw["concentrations"].append({"time_h": 100, "matrix": "plasma", "lloq": "20 ng/mL",
-                                      "below_lloq": True})  # fmt: skip
+    lee_raw["concentrations"].append(
+        {"time_h": 100, "matrix": "plasma", "lloq": "20 ng/mL", "below_lloq": True}
+    )
     case = load_case(write_case(lee_raw))
     assert case.concentrations[1].below_lloq and case.concentrations[1].lloq == pytest.approx(0.02)
 
@@ -83,56 +84,137 @@ def both(*mutations):
 
 
 BAD = {
-    "unknown unit": (set_(("urine", 0, "amount"), "42 blorbs"), "[[urine]] #1", "amount",
-                     "unknown unit"),
-    "mismatched unit": (set_(("concentrations", 0, "value"), "882 mg"), "[[concentrations]] #1",
-                        "value", "wrong dimension"),
+    "unknown unit": (
+        set_(("urine", 0, "amount"), "42 blorbs"),
+        "[[urine]] #1",
+        "amount",
+        "unknown unit",
+    ),
+    "mismatched unit": (
+        set_(("concentrations", 0, "value"), "882 mg"),
+        "[[concentrations]] #1",
+        "value",
+        "wrong dimension",
+    ),
     "bare number": (set_(("patient", "weight"), 51), "[patient]", "weight", "no unit"),
-    "non-numeric time": (set_(("doses", 0, "time_h"), "noon"), "[[doses]] #1", "time_h",
-                         "number of hours"),
-    "NaN time": (set_(("concentrations", 0, "time_h"), float("nan")), "[[concentrations]] #1",
-                 "time_h", "finite"),
-    "NaN value": (set_(("concentrations", 0, "value"), "nan ng/mL"), "[[concentrations]] #1",
-                  "value", "start with a number"),
-    "negative amount": (set_(("doses", 0, "amount"), "-1200 mg"), "[[doses]] #1", "amount",
-                        "negative"),
-    "negative concentration": (set_(("concentrations", 0, "value"), "-882 ng/mL"),
-                               "[[concentrations]] #1", "value", "negative"),
-    "negative duration": (set_(("sessions", 0, "duration_h"), -3), "[[sessions]] #1",
-                          "duration_h", "positive"),
-    "range lo > hi": (set_(("sessions", 1, "start_h"), [56, 34]), "[[sessions]] #2", "start_h",
-                      "lo > hi"),
-    "range of three": (set_(("sessions", 1, "start_h"), [34, 40, 56]), "[[sessions]] #2",
-                       "start_h", "two numbers"),
-    "missing field": (delete(("concentrations", 0, "time_h")), "[[concentrations]] #1", "time_h",
-                      "missing"),
-    "missing end and duration": (delete(("sessions", 2, "duration_h")), "[[sessions]] #3",
-                                 "end_h", "end_h or duration_h"),
-    "missing urine amount": (delete(("urine", 0, "amount")), "[[urine]] #1", "amount",
-                             "concentration and volume"),
-    "unknown key (typo)": (set_(("sessions", 0, "recoverd"), "3 mg"), "[[sessions]] #1",
-                           "recoverd", "unknown field"),
+    "non-numeric time": (
+        set_(("doses", 0, "time_h"), "noon"),
+        "[[doses]] #1",
+        "time_h",
+        "number of hours",
+    ),
+    "NaN time": (
+        set_(("concentrations", 0, "time_h"), float("nan")),
+        "[[concentrations]] #1",
+        "time_h",
+        "finite",
+    ),
+    "NaN value": (
+        set_(("concentrations", 0, "value"), "nan ng/mL"),
+        "[[concentrations]] #1",
+        "value",
+        "start with a number",
+    ),
+    "negative amount": (
+        set_(("doses", 0, "amount"), "-1200 mg"),
+        "[[doses]] #1",
+        "amount",
+        "negative",
+    ),
+    "negative concentration": (
+        set_(("concentrations", 0, "value"), "-882 ng/mL"),
+        "[[concentrations]] #1",
+        "value",
+        "negative",
+    ),
+    "negative duration": (
+        set_(("sessions", 0, "duration_h"), -3),
+        "[[sessions]] #1",
+        "duration_h",
+        "positive",
+    ),
+    "range lo > hi": (
+        set_(("sessions", 1, "start_h"), [56, 34]),
+        "[[sessions]] #2",
+        "start_h",
+        "lo > hi",
+    ),
+    "range of three": (
+        set_(("sessions", 1, "start_h"), [34, 40, 56]),
+        "[[sessions]] #2",
+        "start_h",
+        "two numbers",
+    ),
+    "missing field": (
+        delete(("concentrations", 0, "time_h")),
+        "[[concentrations]] #1",
+        "time_h",
+        "missing",
+    ),
+    "missing end and duration": (
+        delete(("sessions", 2, "duration_h")),
+        "[[sessions]] #3",
+        "end_h",
+        "end_h or duration_h",
+    ),
+    "missing urine amount": (
+        delete(("urine", 0, "amount")),
+        "[[urine]] #1",
+        "amount",
+        "concentration and volume",
+    ),
+    "unknown key (typo)": (
+        set_(("sessions", 0, "recoverd"), "3 mg"),
+        "[[sessions]] #1",
+        "recoverd",
+        "unknown field",
+    ),
     "unknown top-level key": (set_(("sesions",), []), "", "sesions", "unknown field"),
     "unknown drug": (set_(("drug",), "unobtainium"), "", "drug", "unknown drug"),
-    "unknown modality": (set_(("sessions", 0, "modality"), "dialysis"), "[[sessions]] #1",
-                         "modality", "'HD'"),
-    "end before start": (both(delete(("sessions", 0, "duration_h")),
-                              set_(("sessions", 0, "end_h"), 10)), "[[sessions]] #1", "end_h",
-                         "ends before it starts"),
-    "overlapping sessions": (both(set_(("sessions", 0, "start_h"), 14),
-                                  set_(("sessions", 1, "start_h"), [14.5, 15])), "[[sessions]] #2",
-                             "start_h", "overlaps session #1"),
-    "recovery larger than dose": (set_(("urine", 0, "amount"), "1.5 g"), "[[urine]] #1",
-                                  "amount", "more than the total dose"),
-    "recoveries add up above dose": (set_(("sessions", 1, "recovered"), "1190 mg"),
-                                     "[[urine]] and [[sessions]]", "", "add up"),
-    "wrong block type": (set_(("sessions",), {"modality": "HD"}), "[[sessions]]", "",
-                         "valid list"),
-    "below_lloq without lloq": (set_(("concentrations", 0, "below_lloq"), True),
-                                "[[concentrations]] #1", "lloq", "needs the lloq"),
-    "bad kidney function": (set_(("patient", "kidney_function"), "poor"), "[patient]",
-                            "kidney_function", "'normal'"),
-}  # fmt: skip
+    "unknown modality": (
+        set_(("sessions", 0, "modality"), "dialysis"),
+        "[[sessions]] #1",
+        "modality",
+        "'HD'",
+    ),
+    "end before start": (
+        both(delete(("sessions", 0, "duration_h")), set_(("sessions", 0, "end_h"), 10)),
+        "[[sessions]] #1",
+        "end_h",
+        "ends before it starts",
+    ),
+    "overlapping sessions": (
+        both(set_(("sessions", 0, "start_h"), 14), set_(("sessions", 1, "start_h"), [14.5, 15])),
+        "[[sessions]] #2",
+        "start_h",
+        "overlaps session #1",
+    ),
+    "recovery larger than dose": (
+        set_(("urine", 0, "amount"), "1.5 g"),
+        "[[urine]] #1",
+        "amount",
+        "more than the total dose",
+    ),
+    "recoveries add up above dose": (
+        set_(("sessions", 1, "recovered"), "1190 mg"),
+        "[[urine]] and [[sessions]]",
+        "",
+        "add up",
+    ),
+    "wrong block type": (set_(("sessions",), {"modality": "HD"}), "[[sessions]]", "", "valid list"),
+    "below_lloq without lloq": (
+        set_(("concentrations", 0, "below_lloq"), True),
+        "[[concentrations]] #1",
+        "lloq",
+        "needs the lloq",
+    ),
+    "bad kidney function": (
+        set_(("patient", "kidney_function"), "poor"),
+        "[patient]",
+        "kidney_function",
+        "'normal'",
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))

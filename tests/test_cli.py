@@ -41,6 +41,8 @@ def test_bad_file_exit_1_without_traceback(tmp_path, lee_raw, write_case, capsys
 def test_console_script_help_runs():
     result = subprocess.run(
         [sys.executable, "-m", "dialyzability.cli", "check", "--help"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and "classical" in result.stdout

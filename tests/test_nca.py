@@ -37,14 +37,18 @@ def test_window_not_bracketed_is_not_extrapolated():
 
 
 def _case(levels, urine_amount="40 mg", session_amount="10 mg", start=2, end=6):
-    return parse_case({
-        "id": "nca", "drug": "default",
-        "doses": [{"time_h": 0, "amount": "1000 mg"}],
-        "concentrations": [{"time_h": t, "value": f"{c} mg/L"} for t, c in levels],
-        "urine": [{"start_h": start, "end_h": end, "amount": urine_amount}],
-        "sessions": [{"modality": "HD", "start_h": start, "end_h": end,
-                      "recovered": session_amount}],
-    })  # fmt: skip
+    return parse_case(
+        {
+            "id": "nca",
+            "drug": "default",
+            "doses": [{"time_h": 0, "amount": "1000 mg"}],
+            "concentrations": [{"time_h": t, "value": f"{c} mg/L"} for t, c in levels],
+            "urine": [{"start_h": start, "end_h": end, "amount": urine_amount}],
+            "sessions": [
+                {"modality": "HD", "start_h": start, "end_h": end, "recovered": session_amount}
+            ],
+        }
+    )
 
 
 def test_classical_clearances_by_hand():

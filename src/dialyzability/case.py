@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
 )
@@ -253,6 +254,12 @@ class Case(_Block):
     urine: list[Urine] = Field(default_factory=list)
     sessions: list[Session] = Field(default_factory=list)
     source: str = Field(default="", exclude=True)
+    _raw: dict = PrivateAttr(default_factory=dict)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The case as read from its file, before normalisation (for provenance)."""
+        return self._raw
 
     @property
     def total_dose(self) -> float | None:
@@ -287,9 +294,13 @@ class Case(_Block):
 
         out = conv(self)
         out["units"] = {
-            "time": "h", "amount": "mg", "concentration": "mg/L", "volume": "L",
-            "flow": "L/h", "weight": "kg",
-        }  # fmt: skip
+            "time": "h",
+            "amount": "mg",
+            "concentration": "mg/L",
+            "volume": "L",
+            "flow": "L/h",
+            "weight": "kg",
+        }
         return out
 
 
@@ -379,8 +390,9 @@ def parse_case(raw: dict[str, Any], path: str | Path = "<case>") -> Case:
         raise CaseError(path, "a case file must be a TOML table")
     drug_name = raw.get("drug")
     if not isinstance(drug_name, str) or not drug_name.strip():
-        raise CaseError(path, "missing required field (the drug, e.g. drug = \"baclofen\")",
-                        field="drug")  # fmt: skip
+        raise CaseError(
+            path, 'missing required field (the drug, e.g. drug = "baclofen")', field="drug"
+        )
     try:
         drug = load_drug(drug_name)
     except DrugModelError as exc:
@@ -396,6 +408,7 @@ def parse_case(raw: dict[str, Any], path: str | Path = "<case>") -> Case:
         block, field = _where(tuple(err["loc"]))
         raise CaseError(path, _message(err, _model_at(tuple(err["loc"]))), block, field) from None
     _check_consistency(case, path)
+    case._raw = raw
     return case
 
 
@@ -405,8 +418,9 @@ def _check_consistency(case: Case, path: str | Path) -> None:
         for i, w in enumerate(getattr(case, name), start=1):
             block = f"[[{name}]] #{i}"
             if w.end_h is None and w.duration_h is None:
-                raise CaseError(path, "missing required field: give end_h or duration_h",
-                                block, "end_h")  # fmt: skip
+                raise CaseError(
+                    path, "missing required field: give end_h or duration_h", block, "end_h"
+                )
             if w.end_h is not None and w.duration_h is not None:
                 raise CaseError(path, "give end_h or duration_h, not both", block, "duration_h")
             if w.end_h is not None and w.end_h.lo <= w.start_h.hi:
@@ -419,26 +433,36 @@ def _check_consistency(case: Case, path: str | Path) -> None:
                 )
     for i, u in enumerate(case.urine, start=1):
         if u.recovered is None:
-            raise CaseError(path, "missing: give amount, or concentration and volume",
-                            f"[[urine]] #{i}", "amount")  # fmt: skip
+            raise CaseError(
+                path,
+                "missing: give amount, or concentration and volume",
+                f"[[urine]] #{i}",
+                "amount",
+            )
     for i, s in enumerate(case.sessions, start=1):
         block = f"[[sessions]] #{i}"
         if (s.effluent_concentration is None) != (
             s.effluent_volume is None
         ) and s.recovered is None:
             field = "effluent_volume" if s.effluent_volume is None else "effluent_concentration"
-            raise CaseError(path, "effluent_concentration needs effluent_volume (or give "
-                            "recovered)", block, field)  # fmt: skip
+            raise CaseError(
+                path,
+                "effluent_concentration needs effluent_volume (or give recovered)",
+                block,
+                field,
+            )
     for i, c in enumerate(case.concentrations, start=1):
         block = f"[[concentrations]] #{i}"
         if c.below_lloq and c.lloq is None:
             raise CaseError(path, "below_lloq = true needs the lloq", block, "lloq")
         if not c.below_lloq and c.value is None:
-            raise CaseError(path, "missing required field (or set below_lloq = true with lloq)",
-                            block, "value")  # fmt: skip
+            raise CaseError(
+                path, "missing required field (or set below_lloq = true with lloq)", block, "value"
+            )
         if not c.below_lloq and c.value == 0:
-            raise CaseError(path, "a level of zero: write it as below_lloq = true with its lloq",
-                            block, "value")  # fmt: skip
+            raise CaseError(
+                path, "a level of zero: write it as below_lloq = true with its lloq", block, "value"
+            )
     for i, a in enumerate(case.sessions, start=1):
         for j, b in enumerate(case.sessions[i:], start=i + 1):
             # certainly overlapping, whatever the values inside the ranges

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,20 @@ def _fmt(x: float | None, unit: str = "") -> str:
     if x is None:
         return "-"
     return f"{x:.4g}{' ' + unit if unit else ''}"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def describe_case(case) -> str:
@@ -98,7 +113,50 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """Write a text file whole or not at all (temporary file, then atomic rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .case import load_case
+
+    case = load_case(args.case)
+    from .fit import fit
+
+    if not args.quiet:
+        print(f"Fitting {case.id} ({case.drug}) ...", file=sys.stderr)
+    try:
+        result = fit(
+            case,
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            seed=args.seed,
+            sampler=args.sampler,
+            progressbar=not args.quiet,
+        )
+    except ValueError as exc:  # e.g. a sampler that is not installed
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = result.summary(args.hdi)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    _write_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+    _write_whole(out / "summary.csv", summary.to_csv())
+    print(summary.table())
+    print(f"\nWrote {out / 'posterior.nc'}, summary.json, summary.csv")
+    if not summary.diagnostics.converged:
+        print("WARNING: the fit did not converge (see Diagnostics above).", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .quantities import HDI_PROB
+
     parser = argparse.ArgumentParser(
         prog="dialyzability",
         description="Did extracorporeal treatment clear the drug faster than the kidneys? "
@@ -119,6 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="case files or folders")
     check.add_argument("--json", action="store_true", help="print JSON for machines")
     check.set_defaults(func=_check)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit one case: posterior of CL_ECTR / CL_R with its interval",
+        description="Fit the Bayesian model of one case and write posterior.nc, summary.json and "
+        "summary.csv to --out; print the quantities with their intervals and the convergence "
+        "diagnostics.",
+    )
+    fit.add_argument("case", type=Path, metavar="CASE", help="case file (TOML)")
+    fit.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    fit.add_argument("--draws", type=_positive, default=1000, help="draws per chain (1000)")
+    fit.add_argument("--tune", type=_positive, default=1000, help="tuning steps per chain (1000)")
+    fit.add_argument("--chains", type=_positive, default=4, help="chains (4)")
+    fit.add_argument("--seed", type=int, default=None, help="random seed (recorded in the output)")
+    fit.add_argument(
+        "--sampler",
+        choices=["auto", "nutpie", "numpyro", "pymc"],
+        default="auto",
+        help="NUTS backend; auto picks the fastest installed",
+    )
+    fit.add_argument(
+        "--hdi",
+        type=_probability,
+        default=HDI_PROB,
+        help=f"probability of the highest-density intervals ({HDI_PROB})",
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(func=_fit)
 
     return parser
 

@@ -1,0 +1,341 @@
+"""Sampling, the convergence gate, and the :class:`Fit` object (posterior + case + config).
+
+:func:`fit` builds the case's model, samples it with the chosen NUTS backend, and returns a
+:class:`Fit`. Every fit is checked (max R-hat, min bulk ESS over the reported quantities and
+timings, number of divergences); one that fails says so in its summary, its table and its
+``summary.json``. ``Fit.save``/``Fit.load`` write and read ``posterior.nc`` with the case, the drug
+model, the priors, the configuration, the interval policy and the package version in its
+attributes, and refuse a file whose attributes do not match their stored hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from . import __version__
+from .case import Case, parse_case
+from .drugs import DrugModel, load_drug
+from .quantities import FLOWS_ML_MIN, HDI_PROB, compute_all, describe, expand, label
+
+Sampler = Literal["auto", "nutpie", "numpyro", "pymc"]
+SAMPLERS: tuple[str, ...] = Sampler.__args__
+
+#: convergence thresholds (Vehtari A et al., Bayesian Analysis 2021;16:667-718)
+RHAT_MAX = 1.01
+ESS_BULK_MIN = 400
+
+DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.9}
+
+
+def available_sampler(requested: str = "auto") -> str:
+    """The NUTS backend to use: the requested one, or for ``auto`` the fastest installed
+    (nutpie, then numpyro, then PyMC's own)."""
+    if requested not in SAMPLERS:
+        raise ValueError(f"unknown sampler {requested!r}; choose one of {', '.join(SAMPLERS)}")
+    import importlib.util
+
+    if requested == "auto":
+        for name in ("nutpie", "numpyro"):
+            if importlib.util.find_spec(name) is not None:
+                return name
+        return "pymc"
+    if requested != "pymc" and importlib.util.find_spec(requested) is None:
+        raise ValueError(
+            f"sampler {requested!r} is not installed (pip install 'dialyzability[fast]')"
+        )
+    return requested
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    r_hat_max: float
+    ess_bulk_min: float
+    divergences: int
+    worst: str = ""
+
+    @property
+    def converged(self) -> bool:
+        return (
+            self.r_hat_max <= RHAT_MAX
+            and self.ess_bulk_min >= ESS_BULK_MIN
+            and self.divergences == 0
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "r_hat_max": self.r_hat_max,
+            "ess_bulk_min": self.ess_bulk_min,
+            "divergences": self.divergences,
+            "converged": self.converged,
+        }
+
+    def sentence(self) -> str:
+        state = "converged" if self.converged else "NOT CONVERGED"
+        return (
+            f"R-hat max {self.r_hat_max:.3f} (<= {RHAT_MAX}), bulk ESS min "
+            f"{self.ess_bulk_min:.0f} (>= {ESS_BULK_MIN}), divergences {self.divergences} "
+            f"(= 0): {state}"
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a fit says, as one table of numbers (JSON contract of DESIGN §7)."""
+
+    case: str
+    drug: str
+    hdi_prob: float
+    quantities: dict[str, dict]
+    timings: dict[str, dict]
+    diagnostics: Diagnostics
+    classical: dict[str, dict]
+    extrip: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "case": self.case,
+            "drug": self.drug,
+            "hdi_prob": self.hdi_prob,
+            "quantities": self.quantities,
+            "timings": self.timings,
+            "diagnostics": self.diagnostics.to_json(),
+            "classical": self.classical,
+            "extrip": self.extrip,
+        }
+
+    def to_csv(self) -> str:
+        lines = ["name,label,unit,mean,median,sd,hdi_low,hdi_high"]
+        for name, q in {**self.quantities, **self.timings}.items():
+            text = q["label"].replace('"', "'")
+            lines.append(
+                f'{name},"{text}",{q["unit"]},{q["mean"]:.6g},{q["median"]:.6g},{q["sd"]:.6g},'
+                f"{q['hdi'][0]:.6g},{q['hdi'][1]:.6g}"
+            )
+        return "\n".join(lines) + "\n"
+
+    def table(self) -> str:
+        pct = f"{self.hdi_prob:.0%}"
+        head = f"{'quantity':<12} {'':<44} {'median':>9}  {pct + ' HDI':<21} unit"
+        lines = [f"Case {self.case} ({self.drug})", head, "-" * len(head)]
+        for name, q in {**self.quantities, **self.timings}.items():
+            lo, hi = q["hdi"]
+            lines.append(
+                f"{name:<12} {q['label'][:44]:<44} {q['median']:>9.4g}  "
+                f"{f'[{lo:.4g}, {hi:.4g}]':<21} {q['unit']}"
+            )
+            if q["unit"] == "L/h":
+                f = FLOWS_ML_MIN
+                lines.append(
+                    f"{'':<12} {'':<44} {q['median'] * f:>9.4g}  "
+                    f"{f'[{lo * f:.4g}, {hi * f:.4g}]':<21} mL/min"
+                )
+            if "p_above_1" in q:
+                lines.append(f"{'':<12} {'P(' + name + ' > 1)':<44} {q['p_above_1']:>9.3f}")
+        lines.append("")
+        lines.append("Diagnostics: " + self.diagnostics.sentence())
+        if not self.diagnostics.converged:
+            lines.append(
+                "WARNING: the sampler did not converge; do not use these numbers. Run longer "
+                "(--draws, --tune) or check the case's data and ranges."
+            )
+        return "\n".join(lines)
+
+
+def _digest(attrs: dict) -> str:
+    text = json.dumps({k: attrs[k] for k in sorted(attrs) if k != "config_hash"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Fit:
+    """A fitted case: the posterior (ArviZ InferenceData), the case, the drug model, the config."""
+
+    idata: object
+    case: Case
+    drug: DrugModel
+    config: dict
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.case.modalities
+
+    def quantities(self) -> dict[str, object]:
+        """Posterior draws of every registered quantity (name → DataArray)."""
+        return compute_all(self.idata.posterior, self.modalities)
+
+    def latent_times(self) -> dict[str, object]:
+        post = self.idata.posterior
+        names = json.loads(self.idata.attrs.get("latent_times", "{}"))
+        return {name: post[name] for name in names}
+
+    def diagnostics(self) -> Diagnostics:
+        import arviz as az
+        import xarray as xr
+
+        ds = xr.Dataset({**self.quantities(), **self.latent_times()})
+        rhat = az.rhat(ds)
+        ess = az.ess(ds, method="bulk")
+        r = {k: float(rhat[k]) for k in ds.data_vars}
+        e = {k: float(ess[k]) for k in ds.data_vars}
+        worst = max(r, key=lambda k: r[k])
+        divergences = int(self.idata.sample_stats["diverging"].sum())
+        return Diagnostics(max(r.values()), min(e.values()), divergences, worst)
+
+    def summary(self, hdi_prob: float = HDI_PROB) -> Summary:
+        """The table of every registered quantity and latent timing, with diagnostics.
+
+        Parameters
+        ----------
+        hdi_prob
+            Probability of the highest-density intervals (the policy :data:`HDI_PROB` unless
+            asked otherwise).
+        """
+        from .nca import classical_estimates
+
+        quantities = {}
+        for (name, q, m), values in zip(
+            expand(self.modalities), self.quantities().values(), strict=True
+        ):
+            row = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
+            if q.name == "ratio":
+                row["p_above_1"] = float((np.asarray(values) > 1).mean())
+            quantities[name] = row
+        timings = {}
+        ranges = json.loads(self.idata.attrs.get("latent_times", "{}"))
+        for name, values in self.latent_times().items():
+            lo, hi = ranges.get(name, [None, None])
+            what = name.removeprefix("t_").replace("_", " ")
+            timings[name] = {
+                "label": f"time of {what} (range {lo:g}-{hi:g} h)"
+                if lo is not None
+                else f"time of {what}",
+                "unit": "h",
+                **describe(values, hdi_prob),
+            }
+        return Summary(
+            case=self.case.id,
+            drug=self.drug.name,
+            hdi_prob=hdi_prob,
+            quantities=quantities,
+            timings=timings,
+            diagnostics=self.diagnostics(),
+            classical={e.name: e.to_json() for e in classical_estimates(self.case)},
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``posterior.nc`` (whole or not at all) into ``directory``; returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "posterior.nc"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".posterior-", suffix=".nc")
+        os.close(fd)
+        try:
+            self.idata.to_netcdf(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Fit:
+        """Read a fit written by :meth:`save`; refuses a file whose provenance does not match."""
+        import arviz as az
+
+        path = Path(directory)
+        path = path / "posterior.nc" if path.is_dir() else path
+        idata = az.from_netcdf(path)
+        attrs = dict(idata.attrs)
+        if attrs.get("config_hash") != _digest(attrs):
+            raise ValueError(
+                f"{path}: its attributes do not match their hash (altered, or not a fit)"
+            )
+        drug = DrugModel.model_validate_json(attrs["drug_model"])
+        case = parse_case(json.loads(attrs["case"]), attrs.get("case_source", str(path)))
+        return cls(idata, case, drug, json.loads(attrs["config"]))
+
+
+def fit(
+    case: Case,
+    *,
+    draws: int = DEFAULT_SAMPLER_CONFIG["draws"],
+    tune: int = DEFAULT_SAMPLER_CONFIG["tune"],
+    chains: int = DEFAULT_SAMPLER_CONFIG["chains"],
+    seed: int | None = None,
+    sampler: Sampler = "auto",
+    target_accept: float = DEFAULT_SAMPLER_CONFIG["target_accept"],
+    progressbar: bool = False,
+    drug: DrugModel | None = None,
+) -> Fit:
+    """Fit one case.
+
+    Parameters
+    ----------
+    case
+        A validated case (:func:`~dialyzability.case.load_case`).
+    draws, tune, chains
+        NUTS settings per chain.
+    seed
+        Random seed; one is drawn (and recorded in the fit) when not given, so every fit can be
+        repeated exactly.
+    sampler
+        ``"auto"`` (fastest installed), ``"nutpie"``, ``"numpyro"`` or ``"pymc"``.
+    target_accept
+        NUTS target acceptance probability.
+    progressbar
+        Show the sampler's progress bar.
+    drug
+        Drug model; by default the one the case names.
+    """
+    import pymc as pm
+
+    from .model import build_model
+
+    backend = available_sampler(sampler)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    drug = drug or load_drug(case.drug)
+    built = build_model(case, drug)
+    config = {
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "seed": seed,
+        "sampler": backend,
+        "target_accept": target_accept,
+    }
+    kwargs = {"nuts_sampler": backend}
+    if backend == "pymc":
+        kwargs["compute_convergence_checks"] = False
+    with built.model:
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            target_accept=target_accept,
+            progressbar=progressbar,
+            **kwargs,
+        )
+    attrs = {
+        "dialyzability_version": __version__,
+        "hdi_prob": HDI_PROB,
+        "case": json.dumps(case.raw, default=str),
+        "case_source": case.source,
+        "case_normalised": json.dumps(case.to_json()),
+        "drug_model": drug.model_dump_json(),
+        "priors": json.dumps(drug.prior_table()),
+        "config": json.dumps(config),
+        "latent_times": json.dumps(built.latent_times),
+    }
+    attrs["config_hash"] = _digest(attrs)
+    idata.attrs.update(attrs)
+    return Fit(idata, case, drug, config)

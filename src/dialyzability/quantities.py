@@ -1,0 +1,167 @@
+"""Registry of derived quantities: each declared once with its function, unit and label.
+
+Every output (summary table, summary.json/csv, plots, report) reads this registry, so a quantity's
+name, unit and definition live in one place. Quantities marked ``per_modality`` are computed for
+each extracorporeal modality of the case and named ``cl_ectr``/``ratio``/... when there is one
+modality, ``cl_ectr_HD``/``ratio_HD``/... when there are several.
+
+The credible-interval policy is the single constant :data:`HDI_PROB`, passed explicitly to ArviZ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+#: the credible-interval policy: highest-density interval of this probability, everywhere
+HDI_PROB = 0.95
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A derived quantity.
+
+    Attributes
+    ----------
+    name
+        Key in every output.
+    label
+        What a clinician reads.
+    unit
+        Unit of the values (canonical: L/h, L, h, mg, or "1" for ratios).
+    compute
+        ``compute(posterior, modality)`` → DataArray with dims (chain, draw); ``posterior`` is the
+        posterior Dataset of a fit, ``modality`` the modality for per-modality quantities.
+    formula
+        The definition, for reports.
+    per_modality
+        Computed once per ECTR modality.
+    """
+
+    name: str
+    label: str
+    unit: str
+    compute: Callable
+    formula: str
+    per_modality: bool = False
+
+
+def _ectr(post, m):
+    return post["cl_ectr"].sel(modality=m, drop=True)
+
+
+def _endogenous(post):
+    return post["cl_renal"] + post["cl_nonrenal"]
+
+
+REGISTRY: tuple[Quantity, ...] = (
+    Quantity(
+        "cl_renal",
+        "Renal clearance",
+        "L/h",
+        lambda p, m: p["cl_renal"],
+        "CL_R; urine amount = CL_R × AUC over the collection",
+    ),
+    Quantity(
+        "cl_nonrenal",
+        "Non-renal clearance",
+        "L/h",
+        lambda p, m: p["cl_nonrenal"],
+        "CL_NR (metabolism and other routes)",
+    ),
+    Quantity(
+        "cl_ectr",
+        "{m} clearance",
+        "L/h",
+        _ectr,
+        "CL_ECTR; effluent amount = CL_ECTR × AUC over the session",
+        per_modality=True,
+    ),
+    Quantity(
+        "ratio",
+        "{m} / renal clearance",
+        "1",
+        lambda p, m: _ectr(p, m) / p["cl_renal"],
+        "CL_ECTR / CL_R",
+        per_modality=True,
+    ),
+    Quantity(
+        "ratio_total",
+        "{m} share of total clearance during {m}",
+        "1",
+        lambda p, m: _ectr(p, m) / (_endogenous(p) + _ectr(p, m)),
+        "CL_ECTR / (CL_R + CL_NR + CL_ECTR)",
+        per_modality=True,
+    ),
+    Quantity("volume", "Volume of distribution", "L", lambda p, m: p["volume"], "V"),
+    Quantity(
+        "thalf_off",
+        "Half-life off ECTR",
+        "h",
+        lambda p, m: math.log(2) * p["volume"] / _endogenous(p),
+        "ln2 · V / (CL_R + CL_NR)",
+    ),
+    Quantity(
+        "thalf_on",
+        "Half-life on {m}",
+        "h",
+        lambda p, m: math.log(2) * p["volume"] / (_endogenous(p) + _ectr(p, m)),
+        "ln2 · V / (CL_R + CL_NR + CL_ECTR)",
+        per_modality=True,
+    ),
+    Quantity(
+        "removed_renal",
+        "Amount removed by the kidneys over the observed course",
+        "mg",
+        lambda p, m: p["removed_renal"],
+        "CL_R × AUC(first to last event)",
+    ),
+    Quantity(
+        "removed_ectr",
+        "Amount removed by all sessions",
+        "mg",
+        lambda p, m: p["removed_ectr"],
+        "Σ over sessions of CL_ECTR × AUC(session)",
+    ),
+)
+
+#: quantities whose values are also shown in mL/min
+FLOWS_ML_MIN = 1000.0 / 60.0
+
+
+def expand(modalities: list[str]) -> list[tuple[str, Quantity, str | None]]:
+    """(output name, quantity, modality) for a case with these modalities, in registry order."""
+    rows = []
+    for q in REGISTRY:
+        if q.per_modality:
+            for m in modalities:
+                rows.append((q.name if len(modalities) == 1 else f"{q.name}_{m}", q, m))
+        elif q.name != "removed_ectr" or modalities:
+            rows.append((q.name, q, None))
+    return rows
+
+
+def compute_all(posterior, modalities: list[str]) -> dict[str, object]:
+    """Every registered quantity of a posterior: output name → DataArray (chain, draw)."""
+    return {name: q.compute(posterior, m) for name, q, m in expand(modalities)}
+
+
+def label(q: Quantity, modality: str | None) -> str:
+    return q.label.format(m=modality or "ECTR")
+
+
+def describe(values, hdi_prob: float = HDI_PROB) -> dict[str, object]:
+    """Mean, median, SD and the highest-density interval of probability ``hdi_prob``."""
+    import arviz as az
+
+    x = np.asarray(values, dtype=float)
+    lo, hi = az.hdi(x.ravel(), hdi_prob=hdi_prob).tolist()
+    return {
+        "mean": float(x.mean()),
+        "median": float(np.median(x)),
+        "sd": float(x.std(ddof=1)),
+        "hdi": [float(lo), float(hi)],
+    }
