@@ -1,0 +1,193 @@
+"""Synthetic cases from known parameters, written as case files.
+
+Used by the parameter-recovery and calibration studies, the benchmarks and the tests. A synthetic
+case is simulated with the same closed-form kinetics as the model (:mod:`dialyzability.kinetics`,
+numpy backend), with log-normal observation noise, and returned as a case dict in the case-file
+format (strings with units), together with the true parameters.
+
+Designs (``DESIGNS``):
+
+* ``rich``: dose, five levels, a 24-h urine collection, one HD session with its recovery;
+* ``sparse``: dose, one level, urine over a window given as a range, one HD session;
+* ``no_dose``: no dose; three levels, urine, a session;
+* ``no_weight``: as ``rich`` without the patient's weight;
+* ``anuric``: anuric patient, no urine; levels around two sessions with recoveries;
+* ``censored``: as ``rich`` with the last two levels below the LLOQ;
+* ``same_window``: urine collected over exactly the session's window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .case import Case, parse_case
+from .drugs import DrugModel, load_drug
+from .kinetics import solve
+from .model import case_events, clearance_prior
+
+DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored", "same_window")
+
+
+@dataclass
+class Truth:
+    """True parameters of a synthetic case (canonical units)."""
+
+    weight: float
+    volume: float
+    cl_renal: float
+    cl_nonrenal: float
+    cl_ectr: dict[str, float]
+    ka: float
+    bioavailability: float
+    a0: float = 0.0
+    times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """CL_ECTR / CL_R of the first modality."""
+        return next(iter(self.cl_ectr.values())) / self.cl_renal
+
+
+def draw_truth(drug: DrugModel, kidney: str, rng: np.random.Generator, weight=None) -> Truth:
+    """Parameters drawn from the model's own priors (so that coverage studies are calibrated)."""
+    p = drug.priors
+    w = (
+        weight
+        if weight is not None
+        else drug.weight.median * math.exp(drug.weight.sigma * rng.normal())
+    )
+    mean, chol = clearance_prior(drug, kidney)
+    log_cl = mean + 0.75 * math.log(w / 70.0) + chol @ rng.normal(size=2)
+    return Truth(
+        weight=w,
+        volume=p.volume.median * math.exp(p.volume.sigma * rng.normal()) * w,
+        cl_renal=float(math.exp(log_cl[0])),
+        cl_nonrenal=float(math.exp(log_cl[1])),
+        cl_ectr={"HD": drug.ectr["HD"].median * math.exp(drug.ectr["HD"].sigma * rng.normal())},
+        ka=p.ka.median * math.exp(p.ka.sigma * rng.normal()),
+        bioavailability=float(rng.beta(p.bioavailability.alpha, p.bioavailability.beta)),
+    )
+
+
+def _skeleton(kind: str, rng: np.random.Generator) -> dict:
+    """The design of a case without its measured values (those are simulated)."""
+    dose = {"time_h": 0, "amount": f"{rng.uniform(200, 2000):.0f} mg", "route": "oral"}
+    hd_start = float(np.round(rng.uniform(8, 20), 1))
+    base = {
+        "id": f"sim-{kind}",
+        "drug": "baclofen",
+        "reference": "simulated case",
+        "clock": "hours since ingestion",
+        "patient": {"weight": "70 kg", "kidney_function": "normal"},
+        "doses": [dose],
+        "concentrations": [
+            {"time_h": t, "value": "1 mg/L"} for t in (4, hd_start - 1, hd_start + 4, 30, 48)
+        ],
+        "urine": [{"start_h": 0, "end_h": 24, "amount": "1 mg"}],
+        "sessions": [{"modality": "HD", "start_h": hd_start, "duration_h": 4, "recovered": "1 mg"}],
+    }
+    if kind == "sparse":
+        base["concentrations"] = [{"time_h": hd_start - 1, "value": "1 mg/L"}]
+        base["urine"] = [{"start_h": [0, 4], "duration_h": 24, "amount": "1 mg"}]
+    elif kind == "no_dose":
+        del base["doses"]
+        base["concentrations"] = base["concentrations"][1:4]
+    elif kind == "no_weight":
+        del base["patient"]["weight"]
+    elif kind == "anuric":
+        base["patient"]["kidney_function"] = "anuric"
+        del base["urine"]
+        base["sessions"].append(
+            {"modality": "HD", "start_h": hd_start + 24, "duration_h": 4, "recovered": "1 mg"}
+        )
+        base["concentrations"] = [
+            {"time_h": t, "value": "1 mg/L"}
+            for t in (4, hd_start - 1, hd_start + 4, hd_start + 23, hd_start + 28, 72)
+        ]
+    elif kind == "censored":
+        for c in base["concentrations"][-2:]:
+            c.update({"lloq": "1 mg/L", "below_lloq": True})
+            del c["value"]
+    elif kind == "same_window":
+        base["urine"] = [{"start_h": hd_start, "duration_h": 4, "amount": "1 mg"}]
+    elif kind != "rich":
+        raise ValueError(f"unknown design {kind!r}; choose one of {', '.join(DESIGNS)}")
+    return base
+
+
+def simulate_case(
+    kind: str, seed: int, noise: float = 0.1, drug: str = "baclofen", truth: Truth | None = None
+) -> tuple[dict, Truth]:
+    """Simulate a case of design ``kind``; returns (case dict in file format, truth).
+
+    Parameters
+    ----------
+    kind
+        One of :data:`DESIGNS`.
+    seed
+        Seed of the parameters and the noise.
+    noise
+        SD of the log of the multiplicative observation noise.
+    drug
+        Drug model whose priors the true parameters are drawn from.
+    truth
+        Use these parameters instead of drawing them.
+    """
+    rng = np.random.default_rng(seed)
+    raw = _skeleton(kind, rng)
+    raw["id"] = f"sim-{kind}-{seed}"
+    model = load_drug(drug)
+    raw["drug"] = model.name
+    kidney = raw["patient"]["kidney_function"]
+    if truth is None:
+        truth = draw_truth(model, kidney, rng, 70.0)
+    # timings given as ranges take a true value inside the range
+    for u in raw.get("urine", []):
+        if isinstance(u["start_h"], list):
+            truth.times["t_urine1_start"] = float(rng.uniform(*u["start_h"]))
+    if kind == "no_dose":  # the body burden at the first event, instead of a dose
+        truth.a0 = float(rng.uniform(200, 2000) * truth.bioavailability)
+    case = parse_case(raw, raw["id"])
+    conc, auc, index = _predict(case, truth)
+    values = conc * np.exp(noise * rng.normal(size=conc.shape))
+    for c, v in zip(raw["concentrations"], values, strict=True):
+        if c.get("below_lloq"):
+            lloq = float(v) * math.exp(abs(rng.normal()) + 0.2)  # truly below its LLOQ
+            c["lloq"] = f"{lloq:.6g} mg/L"
+        else:
+            c["value"] = f"{v:.6g} mg/L"
+    for i, u in zip(index["urine"], raw.get("urine", []), strict=True):
+        u["amount"] = f"{truth.cl_renal * auc[i] * math.exp(noise * rng.normal()):.6g} mg"
+    for i, s in zip(index["sessions"], raw.get("sessions", []), strict=True):
+        cl = truth.cl_ectr[s["modality"]]
+        s["recovered"] = f"{cl * auc[i] * math.exp(noise * rng.normal()):.6g} mg"
+    return raw, truth
+
+
+def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Concentrations at the levels and AUCs over the windows under the true parameters."""
+    events, design, index = case_events(case)
+    times = []
+    for i, (label, t) in enumerate(zip(events.labels, events.times, strict=True)):
+        if i in events.durations:
+            start, duration = events.durations[i]
+            times.append(times[start] + duration.lo)
+        else:
+            times.append(truth.times.get(f"t_{label}", t.lo))
+    cl_ectr = (
+        np.array([truth.cl_ectr[m] for m in case.modalities]) if case.modalities else np.zeros(1)
+    )
+    out = solve(
+        np.array(times),
+        design,
+        truth.volume,
+        truth.cl_renal + truth.cl_nonrenal,
+        cl_ectr,
+        truth.ka,
+        truth.bioavailability,
+        truth.a0,
+    )
+    return out.get("conc", np.zeros(0)), out["auc"], index
