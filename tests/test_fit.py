@@ -48,8 +48,13 @@ def test_outputs_follow_the_contract(cli_fit):
         "volume",
         "thalf_off",
         "thalf_on",
+        "thalf_ratio",
+        "removed_6h",
         "removed_renal",
         "removed_ectr",
+        "time_below_ectr",
+        "time_below_no_ectr",
+        "hours_saved",
     }
     assert set(summary["quantities"]) == expected
     for q in summary["quantities"].values():
@@ -68,7 +73,7 @@ def test_outputs_follow_the_contract(cli_fit):
     lo, hi = summary["timings"]["t_urine1_start"]["hdi"]
     assert 2 <= lo < hi <= 14
     csv = (cli_fit / "summary.csv").read_text().splitlines()
-    assert csv[0].startswith("name,label,unit") and len(csv) == 1 + 10 + 4
+    assert csv[0].startswith("name,label,unit") and len(csv) == 1 + 15 + 4
 
 
 def test_saved_fit_loads_with_the_same_summary(cli_fit):

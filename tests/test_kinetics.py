@@ -206,3 +206,26 @@ def test_pytensor_matches_numpy_and_gradient_at_ka_equal_k():
     fd_v = (f(ka_v, volume + eps) - f(ka_v, volume - eps)) / (2 * eps)
     assert gka == pytest.approx(fd_ka, rel=1e-5)
     assert gv == pytest.approx(fd_v, rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_concentration_at_any_time_matches_ode(seed):
+    from dialyzability.kinetics import concentration_at
+
+    rng = np.random.default_rng(100 + seed)
+    times, design = random_design(rng)
+    volume, cl, ka, f = 35.0, 3.0, 0.7, 0.8
+    cl_ectr = np.array([8.0, 3.0])
+    query = np.sort(rng.uniform(-5, 120, 25))
+    sol = solve(times, design, volume, cl, cl_ectr, ka, f)
+    got = concentration_at(sol, volume, cl, ka, query)
+    # the same times as extra sample events of the ODE reference
+    extra = Design(
+        **{
+            **design.__dict__,
+            "n_events": design.n_events + len(query),
+            "samples": tuple(range(design.n_events, design.n_events + len(query))),
+        }
+    )
+    conc, _ = ode_reference(np.concatenate([times, query]), extra, volume, cl, cl_ectr, ka, f)
+    np.testing.assert_allclose(got, conc, rtol=1e-8, atol=1e-13)

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -98,6 +99,7 @@ class Summary:
     diagnostics: Diagnostics
     classical: dict[str, dict]
     extrip: dict = field(default_factory=dict)
+    threshold: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -109,6 +111,7 @@ class Summary:
             "diagnostics": self.diagnostics.to_json(),
             "classical": self.classical,
             "extrip": self.extrip,
+            "threshold_mg_per_L": self.threshold,
         }
 
     def to_csv(self) -> str:
@@ -167,9 +170,26 @@ class Fit:
     def modalities(self) -> list[str]:
         return self.case.modalities
 
+    @property
+    def threshold(self) -> float | None:
+        """Level (mg/L) below which the patient is taken to be out of toxicity, if known."""
+        return self.config.get("threshold")
+
+    @cached_property
+    def posterior(self):
+        """The posterior with the draws of the kinetics-derived quantities (times below the
+        threshold with and without ECTR) added, when the case has sessions and a threshold."""
+        post = self.idata.posterior
+        if self.case.sessions and self.threshold:
+            from .predictive import toxicity_draws
+
+            extra = toxicity_draws(self, self.threshold)
+            post = post.assign({k: (("chain", "draw"), v) for k, v in extra.items()})
+        return post
+
     def quantities(self) -> dict[str, object]:
         """Posterior draws of every registered quantity (name → DataArray)."""
-        return compute_all(self.idata.posterior, self.modalities)
+        return compute_all(self.posterior, self.modalities)
 
     def latent_times(self) -> dict[str, object]:
         post = self.idata.posterior
@@ -180,11 +200,15 @@ class Fit:
         import arviz as az
         import xarray as xr
 
-        ds = xr.Dataset({**self.quantities(), **self.latent_times()})
+        # quantities that the threshold defines (times below it) are functions of the others
+        # and may be constant over draws; they are left out of the gate
+        skip = {"time_below_ectr", "time_below_no_ectr", "hours_saved"}
+        q = {k: v for k, v in self.quantities().items() if k not in skip}
+        ds = xr.Dataset({**q, **self.latent_times()})
         rhat = az.rhat(ds)
         ess = az.ess(ds, method="bulk")
-        r = {k: float(rhat[k]) for k in ds.data_vars}
-        e = {k: float(ess[k]) for k in ds.data_vars}
+        r = {k: float(rhat[k]) for k in ds.data_vars if np.isfinite(float(rhat[k]))}
+        e = {k: float(ess[k]) for k in ds.data_vars if np.isfinite(float(ess[k]))}
         worst = max(r, key=lambda k: r[k])
         divergences = int(self.idata.sample_stats["diverging"].sum())
         return Diagnostics(max(r.values()), min(e.values()), divergences, worst)
@@ -198,12 +222,13 @@ class Fit:
             Probability of the highest-density intervals (the policy :data:`HDI_PROB` unless
             asked otherwise).
         """
+        from .extrip import grade_probabilities
         from .nca import classical_estimates
 
         quantities = {}
-        for (name, q, m), values in zip(
-            expand(self.modalities), self.quantities().values(), strict=True
-        ):
+        draws = self.quantities()
+        rows = expand(self.modalities, set(self.posterior.data_vars))
+        for (name, q, m), values in zip(rows, draws.values(), strict=True):
             row = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
             if q.name == "ratio":
                 row["p_above_1"] = float((np.asarray(values) > 1).mean())
@@ -228,6 +253,8 @@ class Fit:
             timings=timings,
             diagnostics=self.diagnostics(),
             classical={e.name: e.to_json() for e in classical_estimates(self.case)},
+            extrip=grade_probabilities(draws, self.modalities),
+            threshold=self.threshold,
         )
 
     def save(self, directory: str | Path) -> Path:
@@ -274,6 +301,7 @@ def fit(
     target_accept: float = DEFAULT_SAMPLER_CONFIG["target_accept"],
     progressbar: bool = False,
     drug: DrugModel | None = None,
+    threshold: float | None = None,
 ) -> Fit:
     """Fit one case.
 
@@ -294,6 +322,9 @@ def fit(
         Show the sampler's progress bar.
     drug
         Drug model; by default the one the case names.
+    threshold
+        Level (mg/L) taken as the end of toxicity, for the hours saved by the ECTR; by default
+        the upper end of the drug's therapeutic range.
     """
     import pymc as pm
 
@@ -311,6 +342,7 @@ def fit(
         "seed": seed,
         "sampler": backend,
         "target_accept": target_accept,
+        "threshold": threshold if threshold is not None else drug.therapeutic_high,
     }
     kwargs = {"nuts_sampler": backend}
     if backend == "pymc":

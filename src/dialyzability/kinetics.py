@@ -208,3 +208,31 @@ def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a
         inside = (lo[:, None] <= idx[None, :-1]) & (idx[None, :-1] < hi[:, None])
         out["auc"] = (xp.where(inside, 1.0, 0.0) * integral[None, :]).sum(axis=1) / volume
     return out
+
+
+def concentration_at(solution: dict, volume, cl, ka, query):
+    """Concentration (mg/L) at any times ``query`` (h), from a numpy :func:`solve` result.
+
+    From the state just after the last event at or before each query time, the interval formula
+    of the module docstring is applied with that interval's k (after the last event: endogenous
+    clearance only, since every session has ended). Before the first event the body is empty.
+
+    Parameters
+    ----------
+    solution
+        The dict returned by :func:`solve` (numpy).
+    volume, cl, ka
+        V (L), endogenous clearance (L/h) and absorption rate (1/h) used for ``solution``.
+    query
+        Times (h), any order.
+    """
+    grid, amount, gut, k = solution["grid"], solution["amount"], solution["gut"], solution["k"]
+    query = np.asarray(query, dtype=float)
+    n = len(grid)
+    p = np.searchsorted(grid, query, side="right") - 1
+    before = p < 0
+    p = np.clip(p, 0, n - 1)
+    rate = np.where(p < n - 1, np.asarray(k)[np.minimum(p, n - 2)] if n > 1 else 0.0, cl / volume)
+    dt = np.maximum(query - grid[p], 0.0)
+    conc = (amount[p] * np.exp(-rate * dt) + ka * gut[p] * divided_exp(rate, ka, dt)) / volume
+    return np.where(before, 0.0, conc)

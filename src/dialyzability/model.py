@@ -61,6 +61,43 @@ class Events:
         self.durations[index] = (start, duration)
         return index
 
+    def _name(self, i: int) -> str | None:
+        """Name of the latent variable behind event ``i`` (its time or its duration), if any."""
+        if i in self.durations:
+            duration = self.durations[i][1]
+            return (
+                f"t_{self.labels[i].removesuffix('_end')}_duration" if duration.is_range else None
+            )
+        return f"t_{self.labels[i]}" if self.times[i].is_range else None
+
+    def latent(self) -> dict[str, tuple[float, float]]:
+        """The timings that are unknown inside a range: variable name → (lo, hi) in hours."""
+        out = {}
+        for i in range(len(self.labels)):
+            name = self._name(i)
+            if name is not None:
+                t = self.durations[i][1] if i in self.durations else self.times[i]
+                out[name] = (t.lo, t.hi)
+        return out
+
+    def resolve(self, values: dict, xp=np) -> list:
+        """Event times (h) given values of the latent timings.
+
+        ``values`` maps the names of :meth:`latent` to scalars, arrays of draws or tensors; the
+        result is a list with one entry per event, broadcasting like the values.
+        """
+        times: list = []
+        for i, t in enumerate(self.times):
+            name = self._name(i)
+            if i in self.durations:
+                start, duration = self.durations[i]
+                times.append(times[start] + (values[name] if name else duration.lo))
+            elif name is not None:
+                times.append(values[name])
+            else:
+                times.append(np.float64(t.lo))
+        return times
+
 
 def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     """The events of a case and the :class:`Design` that indexes them.
@@ -232,7 +269,6 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
     ev, design, windows = case_events(case)
     modalities = case.modalities
     coords = {"modality": modalities} if modalities else {}
-    latent: dict[str, tuple[float, float]] = {}
     with pm.Model(coords=coords) as model:
         # body size
         if case.patient.weight is not None:
@@ -267,22 +303,9 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
             cl_ectr = pt.zeros(1)
 
         # event times: fixed, or uniform on the reported range
-        times = []
-        for i, (label, t) in enumerate(zip(ev.labels, ev.times, strict=True)):
-            if i in ev.durations:
-                start, duration = ev.durations[i]
-                if duration.is_range:
-                    name = f"t_{label.removesuffix('_end')}_duration"
-                    latent[name] = (duration.lo, duration.hi)
-                    times.append(times[start] + pm.Uniform(name, duration.lo, duration.hi))
-                else:
-                    times.append(times[start] + duration.lo)
-            elif t.is_range:
-                latent[f"t_{label}"] = (t.lo, t.hi)
-                times.append(pm.Uniform(f"t_{label}", t.lo, t.hi))
-            else:
-                times.append(pt.as_tensor_variable(np.float64(t.lo)))
-        times_v = pt.stack(times)
+        latent = ev.latent()
+        values = {name: pm.Uniform(name, lo, hi) for name, (lo, hi) in latent.items()}
+        times_v = pt.stack(ev.resolve(values, xp=pt))
 
         a0 = 0.0
         if not case.doses:
@@ -297,10 +320,12 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
         pm.Deterministic("removed_renal", cl_renal * auc[windows["course"]])
         if case.sessions:
             cl_s = cl_ectr[np.array(design.session_modality)]
-            removed = (cl_s * auc[np.array(windows["sessions"])]).sum()
-            pm.Deterministic("removed_ectr", removed)
+            pred_effluent = cl_s * auc[np.array(windows["sessions"])]
+            pm.Deterministic("pred_effluent", pred_effluent)  # mg, every session
+            pm.Deterministic("removed_ectr", pred_effluent.sum())
 
         if case.concentrations:
+            pm.Deterministic("pred_level", out["conc"])  # mg/L at each level's time
             log_conc = pt.log(pt.maximum(out["conc"], 1e-12))
             quantified = [i for i, c in enumerate(case.concentrations) if not c.below_lloq]
             censored = [i for i, c in enumerate(case.concentrations) if c.below_lloq]
@@ -315,17 +340,16 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
                 dist = pm.StudentT.dist(nu=nu, mu=log_conc[censored], sigma=scale)
                 pm.Potential("obs_level_below_lloq", pm.logcdf(dist, lloq).sum())
         if case.urine:
-            pred = cl_renal * auc[np.array(windows["urine"])]
+            pred = pm.Deterministic("pred_urine", cl_renal * auc[np.array(windows["urine"])])
             y = np.array([u.recovered for u in case.urine])
             nu, scale = error_prior(drug.errors["urine"])
             pm.Potential("obs_urine", log_marginal_t(np.log(y), pt.log(pred), nu, scale))
         measured = [i for i, s in enumerate(case.sessions) if s.amount is not None]
         if measured:
-            rows = np.array(windows["sessions"])[measured]
-            cl_s = cl_ectr[np.array(design.session_modality)[measured]]
             y = np.array([case.sessions[i].amount for i in measured])
             nu, scale = error_prior(drug.errors["effluent"])
             pm.Potential(
-                "obs_effluent", log_marginal_t(np.log(y), pt.log(cl_s * auc[rows]), nu, scale)
+                "obs_effluent",
+                log_marginal_t(np.log(y), pt.log(pred_effluent[measured]), nu, scale),
             )
     return CaseModel(case, drug, model, ev, design, windows, latent)

@@ -39,6 +39,9 @@ class Quantity:
         The definition, for reports.
     per_modality
         Computed once per ECTR modality.
+    needs
+        A variable that must be in the posterior for the quantity to exist (e.g. the draws of
+        :func:`dialyzability.predictive.toxicity_draws`); empty when always available.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Quantity:
     compute: Callable
     formula: str
     per_modality: bool = False
+    needs: str = ""
 
 
 def _ectr(post, m):
@@ -113,6 +117,29 @@ REGISTRY: tuple[Quantity, ...] = (
         per_modality=True,
     ),
     Quantity(
+        "thalf_ratio",
+        "Half-life on {m} / half-life off",
+        "%",
+        lambda p, m: 100 * _endogenous(p) / (_endogenous(p) + _ectr(p, m)),
+        "100 · t½ on / t½ off = 100 · (CL_R + CL_NR) / (CL_R + CL_NR + CL_ECTR)",
+        per_modality=True,
+    ),
+    Quantity(
+        "removed_6h",
+        "Body burden removed by a 6-h {m} session",
+        "%",
+        lambda p, m: (
+            100
+            * _ectr(p, m)
+            / (_endogenous(p) + _ectr(p, m))
+            * (1 - np.exp(-6.0 * (_endogenous(p) + _ectr(p, m)) / p["volume"]))
+        ),
+        "100 · CL_ECTR / CL_on · (1 − exp(−6 h · CL_on / V)), CL_on = CL_R + CL_NR + CL_ECTR: "
+        "the share of the amount in the body at the start that the machine removes in 6 h "
+        "(EXTRIP, Lavergne V et al., Clin Toxicol 2012;50:403-413)",
+        per_modality=True,
+    ),
+    Quantity(
         "removed_renal",
         "Amount removed by the kidneys over the observed course",
         "mg",
@@ -125,6 +152,31 @@ REGISTRY: tuple[Quantity, ...] = (
         "mg",
         lambda p, m: p["removed_ectr"],
         "Σ over sessions of CL_ECTR × AUC(session)",
+        needs="removed_ectr",
+    ),
+    Quantity(
+        "time_below_ectr",
+        "Level below the threshold from (with the ECTR given)",
+        "h",
+        lambda p, m: p["time_below_ectr"],
+        "last time the level exceeds the threshold, on the case clock",
+        needs="time_below_ectr",
+    ),
+    Quantity(
+        "time_below_no_ectr",
+        "Level below the threshold from (without any ECTR)",
+        "h",
+        lambda p, m: p["time_below_no_ectr"],
+        "the same with CL_ECTR = 0 in every session",
+        needs="time_below_no_ectr",
+    ),
+    Quantity(
+        "hours_saved",
+        "Hours of toxicity saved by the ECTR",
+        "h",
+        lambda p, m: p["hours_saved"],
+        "time_below_no_ectr − time_below_ectr",
+        needs="hours_saved",
     ),
 )
 
@@ -132,21 +184,33 @@ REGISTRY: tuple[Quantity, ...] = (
 FLOWS_ML_MIN = 1000.0 / 60.0
 
 
-def expand(modalities: list[str]) -> list[tuple[str, Quantity, str | None]]:
-    """(output name, quantity, modality) for a case with these modalities, in registry order."""
+def expand(modalities: list[str], available=()) -> list[tuple[str, Quantity, str | None]]:
+    """(output name, quantity, modality) for a case with these modalities, in registry order.
+
+    ``available`` names the posterior's variables; quantities whose ``needs`` is missing are
+    left out.
+    """
     rows = []
     for q in REGISTRY:
+        if q.needs and q.needs not in available:
+            continue
         if q.per_modality:
             for m in modalities:
-                rows.append((q.name if len(modalities) == 1 else f"{q.name}_{m}", q, m))
-        elif q.name != "removed_ectr" or modalities:
+                rows.append((name_of(q.name, m, modalities), q, m))
+        else:
             rows.append((q.name, q, None))
     return rows
 
 
+def name_of(name: str, modality: str | None, modalities: list[str]) -> str:
+    """Output name of a quantity: ``ratio`` with one modality, ``ratio_HD`` with several."""
+    return name if modality is None or len(modalities) == 1 else f"{name}_{modality}"
+
+
 def compute_all(posterior, modalities: list[str]) -> dict[str, object]:
     """Every registered quantity of a posterior: output name → DataArray (chain, draw)."""
-    return {name: q.compute(posterior, m) for name, q, m in expand(modalities)}
+    rows = expand(modalities, set(posterior.data_vars))
+    return {name: q.compute(posterior, m) for name, q, m in rows}
 
 
 def label(q: Quantity, modality: str | None) -> str:
@@ -158,6 +222,7 @@ def describe(values, hdi_prob: float = HDI_PROB) -> dict[str, object]:
     import arviz as az
 
     x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
     lo, hi = az.hdi(x.ravel(), hdi_prob=hdi_prob).tolist()
     return {
         "mean": float(x.mean()),

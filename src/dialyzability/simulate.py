@@ -170,13 +170,7 @@ def simulate_case(
 def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
     """Concentrations at the levels and AUCs over the windows under the true parameters."""
     events, design, index = case_events(case)
-    times = []
-    for i, (label, t) in enumerate(zip(events.labels, events.times, strict=True)):
-        if i in events.durations:
-            start, duration = events.durations[i]
-            times.append(times[start] + duration.lo)
-        else:
-            times.append(truth.times.get(f"t_{label}", t.lo))
+    times = events.resolve(truth.times)
     cl_ectr = (
         np.array([truth.cl_ectr[m] for m in case.modalities]) if case.modalities else np.zeros(1)
     )

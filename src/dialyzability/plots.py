@@ -1,0 +1,499 @@
+"""Figures a clinician can read, each with a twin that returns the numbers it draws.
+
+``levels_data``/``plot_levels`` (fit.png), ``ratio_data``/``plot_ratio`` (ratio.png),
+``recoveries_data``/``plot_recoveries`` (recoveries.png), ``extrip_data``/``plot_extrip``
+(extrip.png) and ``sensitivity_data``/``plot_sensitivity`` (sensitivity.png). The plot functions
+only read a :class:`~dialyzability.fit.Fit`; :func:`write_figures` writes all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .extrip import GRADE_LABELS, GRADES
+from .quantities import HDI_PROB, describe, name_of
+
+FIGSIZE = (8.0, 4.6)
+DPI = 150
+SESSION_COLOUR = "#d95f02"
+URINE_COLOUR = "#1b9e77"
+BAND_COLOUR = "#4c72b0"
+GRADE_COLOURS = {"D": "#1a9850", "M": "#91cf60", "S": "#fee08b", "N": "#d73027"}
+
+
+def _figure(nrows=1, ncols=1, **kw):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=kw.pop("figsize", FIGSIZE), **kw)
+
+
+def _window_spans(fit) -> tuple[list[dict], list[dict]]:
+    """Sessions and urine windows with their possible and posterior-median extents (h)."""
+    from .model import case_events
+
+    events, _, _ = case_events(fit.case)
+    post = fit.idata.posterior
+
+    def median_time(label, t):
+        name = f"t_{label}"
+        return float(post[name].median()) if name in post else t.mid
+
+    def span(kind, i, w):
+        start = median_time(f"{kind}{i}_start", w.start_h)
+        if w.end_h is not None:
+            end = median_time(f"{kind}{i}_end", w.end_h)
+        else:
+            dname = f"t_{kind}{i}_duration"
+            end = start + (float(post[dname].median()) if dname in post else w.duration_h.lo)
+        return {
+            "start_range": (w.start_h.lo, w.start_h.hi),
+            "end_range": (w.end.lo, w.end.hi),
+            "start": start,
+            "end": end,
+            "vague": w.start_h.is_range or w.end.is_range,
+        }
+
+    sessions = []
+    for i, s in enumerate(fit.case.sessions, 1):
+        sessions.append(
+            {"label": f"{s.modality} #{i}", "modality": s.modality, **span("session", i, s)}
+        )
+    urine = [
+        {"label": f"urine #{i}", **span("urine", i, u)} for i, u in enumerate(fit.case.urine, 1)
+    ]
+    del events
+    return sessions, urine
+
+
+def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
+    """Numbers of the fitted-levels figure: posterior median and 50 %/95 % bands on a time grid,
+    the observed levels (censored ones at their LLOQ), sessions, urine windows, threshold."""
+    from .model import case_events
+    from .predictive import curves
+
+    events, _, _ = case_events(fit.case)
+    lo = min(t.lo for t in events.times)
+    hi = max(t.hi for t in events.times)
+    pad = 0.05 * (hi - lo or 1.0)
+    t = np.linspace(lo, hi + pad, points)
+    c = curves(fit, t, max_draws=max_draws)
+    q = np.percentile(c, [2.5, 25, 50, 75, 97.5], axis=0)
+    observed = [
+        {
+            "time": c_.time_h.mid,
+            "time_range": (c_.time_h.lo, c_.time_h.hi),
+            "value": c_.lloq if c_.below_lloq else c_.value,
+            "censored": c_.below_lloq,
+        }
+        for c_ in fit.case.concentrations
+    ]
+    sessions, urine = _window_spans(fit)
+    return {
+        "time": t,
+        "q2.5": q[0],
+        "q25": q[1],
+        "median": q[2],
+        "q75": q[3],
+        "q97.5": q[4],
+        "observed": observed,
+        "sessions": sessions,
+        "urine": urine,
+        "threshold": fit.threshold,
+        "clock": fit.case.clock,
+    }
+
+
+def plot_levels(fit, data: dict | None = None):
+    """fit.png: levels on a log axis, posterior median and bands, sessions and urine windows."""
+    from matplotlib.transforms import blended_transform_factory
+
+    d = data or levels_data(fit)
+    fig, ax = _figure()
+    positive = d["q2.5"] > 0
+    ax.fill_between(
+        d["time"][positive],
+        d["q2.5"][positive],
+        d["q97.5"][positive],
+        color=BAND_COLOUR,
+        alpha=0.18,
+        lw=0,
+        label="95 % band",
+    )
+    ax.fill_between(
+        d["time"][positive],
+        d["q25"][positive],
+        d["q75"][positive],
+        color=BAND_COLOUR,
+        alpha=0.35,
+        lw=0,
+        label="50 % band",
+    )
+    ax.plot(
+        d["time"][positive],
+        d["median"][positive],
+        color=BAND_COLOUR,
+        lw=1.8,
+        label="posterior median",
+    )
+    for o in d["observed"]:
+        if o["censored"]:
+            ax.plot(o["time"], o["value"], "v", mfc="white", mec="black", ms=8)
+        else:
+            ax.plot(o["time"], o["value"], "o", color="black", ms=6)
+        if o["time_range"][1] > o["time_range"][0]:
+            ax.hlines(o["value"], *o["time_range"], color="black", lw=1)
+    ax.plot([], [], "o", color="black", label="measured level")
+    if any(o["censored"] for o in d["observed"]):
+        ax.plot([], [], "v", mfc="white", mec="black", label="below LLOQ (at the LLOQ)")
+    if d["threshold"]:
+        ax.axhline(d["threshold"], color="grey", ls="--", lw=1)
+        ax.annotate(
+            f"threshold {d['threshold']:.3g} mg/L",
+            (1.0, d["threshold"]),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+            color="dimgrey",
+        )
+    ax.set_yscale("log")
+    # keep the clinically relevant range in view: down to 1/100 of the lowest level or threshold
+    floor = [o["value"] for o in d["observed"]] + ([d["threshold"]] if d["threshold"] else [])
+    if floor:
+        ax.set_ylim(bottom=max(min(floor) / 100, ax.get_ylim()[0]))
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    for s in d["sessions"]:
+        if s["vague"]:
+            ax.axvspan(
+                s["start_range"][0], s["end_range"][1], color=SESSION_COLOUR, alpha=0.07, lw=0
+            )
+        ax.axvspan(s["start"], s["end"], color=SESSION_COLOUR, alpha=0.28, lw=0)
+        ax.text(
+            0.5 * (s["start"] + s["end"]),
+            0.98,
+            s["label"],
+            transform=top,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color=SESSION_COLOUR,
+            rotation=90,
+        )
+    for k, u in enumerate(d["urine"]):
+        y = 0.03 + 0.04 * k
+        ax.plot(
+            [u["start_range"][0], u["end_range"][1]],
+            [y, y],
+            transform=top,
+            color=URINE_COLOUR,
+            lw=6,
+            alpha=0.25,
+            solid_capstyle="butt",
+        )
+        ax.plot(
+            [u["start"], u["end"]],
+            [y, y],
+            transform=top,
+            color=URINE_COLOUR,
+            lw=6,
+            solid_capstyle="butt",
+        )
+        ax.text(
+            u["start_range"][0],
+            y + 0.02,
+            u["label"],
+            transform=top,
+            fontsize=8,
+            color=URINE_COLOUR,
+            va="bottom",
+        )
+    ax.plot(
+        [],
+        [],
+        color=SESSION_COLOUR,
+        lw=6,
+        alpha=0.5,
+        label="session (posterior median; pale: possible range)",
+    )
+    ax.plot([], [], color=URINE_COLOUR, lw=6, label="urine collection (pale: possible range)")
+    ax.set_xlabel(f"Time (h; {d['clock']})")
+    ax.set_ylabel("Drug concentration (mg/L)")
+    ax.set_title(f"{fit.case.id}: fitted levels ({fit.case.drug})", fontsize=11)
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.86), framealpha=0.9)
+    fig.tight_layout()
+    return fig
+
+
+def ratio_data(fit, hdi_prob: float = HDI_PROB) -> dict:
+    """Per modality: draws of CL_ECTR/CL_R, median, HDI and P(ratio > 1)."""
+    q = fit.quantities()
+    out = {}
+    for m in fit.modalities:
+        draws = np.asarray(q[name_of("ratio", m, fit.modalities)]).ravel()
+        out[m] = {
+            "draws": draws,
+            **describe(draws, hdi_prob),
+            "p_above_1": float((draws > 1).mean()),
+        }
+    return out
+
+
+def plot_ratio(fit, data: dict | None = None):
+    """ratio.png: posterior of CL_ECTR/CL_R on a log axis with its HDI, a line at 1, P(> 1)."""
+    d = data or ratio_data(fit)
+    fig, ax = _figure()
+    if not d:
+        ax.text(
+            0.5,
+            0.5,
+            "No extracorporeal session in this case",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
+    colours = [BAND_COLOUR, SESSION_COLOUR, URINE_COLOUR, "purple"]
+    allx = np.concatenate([v["draws"] for v in d.values()])
+    bins = np.logspace(np.log10(np.percentile(allx, 0.2)), np.log10(np.percentile(allx, 99.8)), 60)
+    for k, (m, v) in enumerate(d.items()):
+        colour = colours[k % len(colours)]
+        ax.hist(
+            v["draws"],
+            bins=bins,
+            density=False,
+            color=colour,
+            alpha=0.45,
+            label=f"{m}: median {v['median']:.2g}, {HDI_PROB:.0%} HDI "
+            f"{v['hdi'][0]:.2g}-{v['hdi'][1]:.2g}; P(>1) = {v['p_above_1']:.2f}",
+        )
+        ymax = ax.get_ylim()[1]
+        ax.hlines(ymax * (0.9 - 0.06 * k), *v["hdi"], color=colour, lw=3)
+    ax.axvline(1.0, color="black", lw=1.2, ls="--")
+    ax.annotate(
+        "ECTR = kidneys",
+        (1.0, 0.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, 4),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("CL_ECTR / CL_R (extracorporeal over renal clearance)")
+    ax.set_ylabel("Posterior draws")
+    ax.set_yticks([])
+    ax.set_title(f"{fit.case.id}: did the machine clear faster than the kidneys?", fontsize=11)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def recoveries_data(fit, seed: int = 0) -> list[dict]:
+    """Observed amounts and posterior-predictive 95 % intervals (with measurement error), mg."""
+    from .model import error_prior
+
+    post = fit.idata.posterior
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def predictive(values, kind):
+        nu, scale = error_prior(fit.drug.errors[kind])
+        x = np.asarray(values).ravel()
+        sigma = np.sqrt(1.0 / rng.gamma(nu / 2, 2.0 / (nu * scale**2), x.shape))
+        return x * np.exp(sigma * rng.normal(size=x.shape))
+
+    for i, u in enumerate(fit.case.urine):
+        y = predictive(post["pred_urine"].values[..., i], "urine")
+        lo, mid, hi = np.percentile(y, [2.5, 50, 97.5])
+        rows.append(
+            {
+                "label": f"urine #{i + 1}",
+                "observed": u.recovered,
+                "median": mid,
+                "low": lo,
+                "high": hi,
+            }
+        )
+    for i, s in enumerate(fit.case.sessions):
+        y = predictive(post["pred_effluent"].values[..., i], "effluent")
+        lo, mid, hi = np.percentile(y, [2.5, 50, 97.5])
+        rows.append(
+            {
+                "label": f"{s.modality} #{i + 1}",
+                "observed": s.amount,
+                "median": mid,
+                "low": lo,
+                "high": hi,
+            }
+        )
+    return rows
+
+
+def plot_recoveries(fit, data: list | None = None):
+    """recoveries.png: observed vs posterior-predictive amount per urine collection and session."""
+    d = data if data is not None else recoveries_data(fit)
+    fig, ax = _figure()
+    if not d:
+        ax.text(
+            0.5,
+            0.5,
+            "No urine collection or session in this case",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
+    y = np.arange(len(d))[::-1]
+    for yy, r in zip(y, d, strict=True):
+        colour = URINE_COLOUR if r["label"].startswith("urine") else SESSION_COLOUR
+        ax.hlines(yy, r["low"], r["high"], color=colour, lw=4, alpha=0.6)
+        ax.plot(r["median"], yy, "|", color=colour, ms=14, mew=2)
+        if r["observed"] is not None:
+            ax.plot(r["observed"], yy, "D", color="black", ms=6)
+        else:
+            ax.annotate(
+                "not measured",
+                (r["high"], yy),
+                xytext=(6, -3),
+                textcoords="offset points",
+                fontsize=8,
+                color="dimgrey",
+            )
+    ax.plot([], [], "D", color="black", label="observed")
+    ax.plot([], [], color="grey", lw=4, alpha=0.6, label="predicted, 95 % (with measurement error)")
+    ax.set_yticks(y, [r["label"] for r in d])
+    ax.set_xscale("log")
+    ax.set_xlabel("Amount of drug recovered (mg)")
+    ax.set_ylim(-0.7, len(d) - 0.3)
+    ax.set_title(f"{fit.case.id}: recoveries, observed and predicted", fontsize=11)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def extrip_data(fit) -> dict:
+    """The EXTRIP grade probabilities of the fit's summary."""
+    return fit.summary().extrip
+
+
+def plot_extrip(fit, data: dict | None = None):
+    """extrip.png: P(D), P(M), P(S), P(N) for each criterion and modality, as stacked bars."""
+    d = data or extrip_data(fit)
+    rows = [(m, c) for m, per in d["modalities"].items() for c in per.values()]
+    fig, ax = _figure(figsize=(9.0, 1.8 + 0.55 * max(len(rows), 1)))
+    if not rows:
+        ax.text(
+            0.5,
+            0.5,
+            "No extracorporeal session in this case",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
+    y = np.arange(len(rows))[::-1]
+    left = np.zeros(len(rows))
+    for g in GRADES:
+        widths = np.array([c[g] for _, c in rows])
+        ax.barh(
+            y,
+            widths,
+            left=left,
+            color=GRADE_COLOURS[g],
+            edgecolor="white",
+            label=f"{g}: {GRADE_LABELS[g]}",
+        )
+        for yy, lft, w in zip(y, left, widths, strict=True):
+            if w >= 0.08:
+                ax.text(lft + w / 2, yy, f"{w:.2f}", ha="center", va="center", fontsize=8)
+        left += widths
+    ax.set_yticks(y, [f"{m}: {c['label']}" for m, c in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Posterior probability of each EXTRIP grade")
+    fig.suptitle(
+        f"{fit.case.id}: EXTRIP dialyzability grades (the criteria apply when the endogenous "
+        f"t½ > 4 h; here P = {d['p_thalf_off_above_4h']:.2f})",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.4, -0.3), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_data(fit) -> dict:
+    """For each timing given as a range: its draws beside the draws of the (first) ratio."""
+    if not fit.modalities:
+        return {}
+    ratio = np.asarray(fit.quantities()[name_of("ratio", fit.modalities[0], fit.modalities)])
+    out = {}
+    for name, values in fit.latent_times().items():
+        out[name] = {"time": np.asarray(values).ravel(), "ratio": ratio.ravel()}
+    return out
+
+
+def plot_sensitivity(fit, data: dict | None = None):
+    """sensitivity.png: how the ratio depends on each uncertain timing (draw by draw)."""
+    d = data if data is not None else sensitivity_data(fit)
+    n = max(len(d), 1)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = _figure(rows, cols, figsize=(3.2 * cols + 1.0, 3.0 * rows + 0.6), squeeze=False)
+    if not d:
+        ax = axes[0, 0]
+        ax.text(
+            0.5,
+            0.5,
+            "No timing given as a range (or no session)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
+    for ax, (name, v) in zip(axes.ravel(), d.items(), strict=False):
+        ax.plot(v["time"], v["ratio"], ".", ms=2, alpha=0.25, color=BAND_COLOUR)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="black", ls="--", lw=1)
+        ax.set_xlabel(name.removeprefix("t_").replace("_", " ") + " (h)", fontsize=9)
+        ax.set_ylabel("CL_ECTR / CL_R", fontsize=9)
+    for ax in axes.ravel()[len(d) :]:
+        ax.set_axis_off()
+    fig.suptitle(f"{fit.case.id}: ratio against each uncertain timing", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "fit.png": plot_levels,
+    "ratio.png": plot_ratio,
+    "recoveries.png": plot_recoveries,
+    "extrip.png": plot_extrip,
+    "sensitivity.png": plot_sensitivity,
+}
+
+
+def write_figures(fit, directory: str | Path) -> list[Path]:
+    """Write every figure into ``directory`` (each file whole or not at all)."""
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, plot in FIGURES.items():
+        fig = plot(fit)
+        path = directory / name
+        tmp = directory / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=DPI)
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
