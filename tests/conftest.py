@@ -31,3 +31,15 @@ def write_case(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def lee_fit_dir(tmp_path_factory):
+    """The founding case fitted once through the CLI (short run), with every output."""
+    from dialyzability.cli import main
+
+    out = tmp_path_factory.mktemp("lee-fit")
+    args = ["fit", str(LEE), "--out", str(out), "--seed", "3", "--quiet"]
+    args += ["--draws", "300", "--tune", "300", "--chains", "2"]
+    assert main(args) == 0
+    return out

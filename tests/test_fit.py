@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dialyzability.case import load_case, parse_case
-from dialyzability.cli import main
 from dialyzability.fit import Fit, fit
 from dialyzability.quantities import HDI_PROB
 from dialyzability.simulate import simulate_case
@@ -16,13 +15,9 @@ from .conftest import LEE
 SMALL = {"draws": 300, "tune": 300, "chains": 2}
 
 
-@pytest.fixture(scope="module")
-def cli_fit(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fit")
-    args = ["fit", str(LEE), "--out", str(out), "--seed", "3", "--quiet"]
-    args += ["--draws", "300", "--tune", "300", "--chains", "2"]
-    assert main(args) == 0
-    return out
+@pytest.fixture
+def cli_fit(lee_fit_dir):
+    return lee_fit_dir
 
 
 def test_outputs_follow_the_contract(cli_fit):

@@ -120,10 +120,43 @@ def _write_whole(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _threshold(text: str | None, case) -> float | None:
+    """A --threshold such as "0.4 mg/L" in mg/L (molar units via the drug's molar mass)."""
+    if text is None:
+        return None
+    from .case import CaseError
+    from .drugs import load_drug
+    from .units import UnitError, parse_quantity
+
+    try:
+        return parse_quantity(text, "concentration", load_drug(case.drug).molar_mass)
+    except UnitError as exc:
+        raise CaseError("--threshold", str(exc)) from None
+
+
+def _write_outputs(result, out: Path, hdi: float) -> None:
+    """summary.json, summary.csv, figures and reports of a fit, each file whole."""
+    from .plots import write_figures
+    from .report import write_report
+
+    summary = result.summary(hdi)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+    _write_whole(out / "summary.csv", summary.to_csv())
+    figures = write_figures(result, out)
+    reports = write_report(result, summary, out, [p.name for p in figures])
+    print(summary.table())
+    names = ", ".join(p.name for p in [*figures, *reports])
+    print(f"\nWrote to {out}: summary.json, summary.csv, {names}")
+    if not summary.diagnostics.converged:
+        print("WARNING: the fit did not converge (see Diagnostics above).", file=sys.stderr)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .case import load_case
 
     case = load_case(args.case)
+    threshold = _threshold(args.threshold, case)
     from .fit import fit
 
     if not args.quiet:
@@ -137,20 +170,34 @@ def _fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             sampler=args.sampler,
             progressbar=not args.quiet,
+            threshold=threshold,
         )
     except ValueError as exc:  # e.g. a sampler that is not installed
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = result.summary(args.hdi)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out)
-    _write_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
-    _write_whole(out / "summary.csv", summary.to_csv())
-    print(summary.table())
-    print(f"\nWrote {out / 'posterior.nc'}, summary.json, summary.csv")
-    if not summary.diagnostics.converged:
-        print("WARNING: the fit did not converge (see Diagnostics above).", file=sys.stderr)
+    _write_outputs(result, out, args.hdi)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .fit import Fit
+
+    path = Path(args.dir)
+    if not (path / "posterior.nc").is_file():
+        print(f"error: {path}: no posterior.nc (run `dialyzability fit` first)", file=sys.stderr)
+        return 1
+    try:
+        result = Fit.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {path / 'posterior.nc'}: cannot be read as a fit ({exc})", file=sys.stderr)
+        return 1
+    threshold = _threshold(args.threshold, result.case)
+    if threshold is not None:
+        result.config["threshold"] = threshold
+    _write_outputs(result, path, args.hdi)
     return 0
 
 
@@ -203,14 +250,46 @@ def build_parser() -> argparse.ArgumentParser:
         default=HDI_PROB,
         help=f"probability of the highest-density intervals ({HDI_PROB})",
     )
+    fit.add_argument(
+        "--threshold",
+        default=None,
+        metavar="LEVEL",
+        help='end of toxicity for "hours saved", e.g. "0.4 mg/L" (default: the '
+        "upper therapeutic level of the drug model)",
+    )
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(func=_fit)
+
+    report = sub.add_parser(
+        "report",
+        help="rebuild summary, figures and report of a saved fit, without sampling",
+        description="Read DIR/posterior.nc written by `dialyzability fit` and write summary.json, "
+        "summary.csv, the figures (fit.png, ratio.png, recoveries.png, extrip.png, "
+        "sensitivity.png), report.md and report.html again.",
+    )
+    report.add_argument("dir", type=Path, metavar="DIR", help="output folder of a fit")
+    report.add_argument(
+        "--hdi",
+        type=_probability,
+        default=HDI_PROB,
+        help=f"probability of the highest-density intervals ({HDI_PROB})",
+    )
+    report.add_argument(
+        "--threshold",
+        default=None,
+        metavar="LEVEL",
+        help='end of toxicity for "hours saved", e.g. "0.4 mg/L"',
+    )
+    report.set_defaults(func=_report)
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 success, 1 bad input, 2 usage)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
     from .case import CaseError
     from .drugs import DrugModelError
 
