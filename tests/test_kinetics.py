@@ -229,3 +229,29 @@ def test_concentration_at_any_time_matches_ode(seed):
     )
     conc, _ = ode_reference(np.concatenate([times, query]), extra, volume, cl, cl_ectr, ka, f)
     np.testing.assert_allclose(got, conc, rtol=1e-8, atol=1e-13)
+
+
+def test_batch_equals_cases_one_by_one():
+    from dialyzability.kinetics import BatchDesign, solve_batch
+
+    rng = np.random.default_rng(42)
+    cases = [random_design(rng) for _ in range(5)]
+    n = max(d.n_events for _, d in cases)
+    # pad each case's times with its last time (zero-length intervals at the end)
+    times = np.stack([np.concatenate([t, np.full(n - len(t), t.max())]) for t, _ in cases])
+    params = rng.uniform(0.5, 2.0, (5, 4)) * [30.0, 4.0, 0.8, 0.7]
+    cl_ectr = rng.uniform(1, 10, (5, 2))
+    batch = solve_batch(
+        times,
+        BatchDesign.stack([d for _, d in cases]),
+        params[:, 0],
+        params[:, 1],
+        cl_ectr,
+        params[:, 2],
+        params[:, 3],
+        np.zeros(5),
+    )
+    for i, (t, d) in enumerate(cases):
+        one = solve(t, d, params[i, 0], params[i, 1], cl_ectr[i], params[i, 2], params[i, 3])
+        np.testing.assert_allclose(batch["conc"][i, : len(d.samples)], one["conc"], rtol=1e-12)
+        np.testing.assert_allclose(batch["auc"][i, : len(d.windows)], one["auc"], rtol=1e-12)

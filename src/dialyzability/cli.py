@@ -201,6 +201,96 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_inputs(paths: list[Path]):
+    """Cases from case files, folders of them, and tidy CSV files."""
+    from .case import load_cases
+    from .tidy import load_tidy_csv
+
+    cases = []
+    for p in paths:
+        if p.suffix.lower() == ".csv":
+            cases += load_tidy_csv(p)
+        else:
+            cases += load_cases(p)
+    return cases
+
+
+def _pool(args: argparse.Namespace) -> int:
+    from .pooled import PoolError, fit_pooled
+
+    cases = _load_inputs(args.cases)
+    if args.drug:
+        cases = [c for c in cases if c.drug == args.drug.lower()]
+    drugs = sorted({c.drug for c in cases})
+    if len(drugs) != 1:
+        found = ", ".join(f"{d} ({sum(c.drug == d for c in cases)})" for d in drugs) or "none"
+        print(
+            f"error: pool the cases of one drug; found {found}; choose with --drug", file=sys.stderr
+        )
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sampling = dict(
+        draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed, sampler=args.sampler
+    )
+    if not args.quiet:
+        print(f"Pooling {len(cases)} {drugs[0]} cases ...", file=sys.stderr)
+    try:
+        pooled = fit_pooled(cases, progressbar=not args.quiet, **sampling)
+    except (PoolError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    unpooled = {}
+    if not args.no_unpooled:
+        import numpy as np
+
+        from .fit import fit
+
+        for c in cases:
+            if c.modalities:
+                single = fit(c, **sampling)
+                key = "ratio" if len(c.modalities) == 1 else f"ratio_{c.modalities[0]}"
+                unpooled[c.id] = np.asarray(single.quantities()[key]).ravel()
+    _write_pooled(pooled, out, args.hdi, unpooled)
+    return 0
+
+
+def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    from .plots import DPI, forest_data, plot_forest
+    from .quantities import describe
+
+    summary = pooled.summary(hdi)
+    for cid, draws in unpooled.items():
+        summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi)
+    tmp = out / ".posterior.nc.tmp"
+    pooled.idata.to_netcdf(tmp)
+    os.replace(tmp, out / "posterior.nc")
+    _write_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
+    fig.savefig(out / ".forest.tmp.png", dpi=DPI)
+    plt.close(fig)
+    os.replace(out / ".forest.tmp.png", out / "forest.png")
+    lines = [f"Pooled {summary['n_cases']} {summary['drug']} cases ({hdi:.0%} HDI)"]
+    for name, q in summary["population"].items():
+        if name.startswith("ratio"):
+            lines.append(
+                f"  {name:<28} median {q['median']:.3g}  [{q['hdi'][0]:.3g}, "
+                f"{q['hdi'][1]:.3g}]  P(>1) = {q['p_above_1']:.2f}"
+            )
+    d = summary["diagnostics"]
+    state = "converged" if d["converged"] else "NOT CONVERGED"
+    lines.append(
+        f"Diagnostics: R-hat max {d['r_hat_max']:.3f}, bulk ESS min "
+        f"{d['ess_bulk_min']:.0f}, divergences {d['divergences']}: {state}"
+    )
+    print("\n".join(lines))
+    print(f"Wrote to {out}: posterior.nc, summary.json, forest.png")
+    if not d["converged"]:
+        print("WARNING: the pooled fit did not converge.", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .quantities import HDI_PROB
 
@@ -281,6 +371,46 @@ def build_parser() -> argparse.ArgumentParser:
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L"',
     )
     report.set_defaults(func=_report)
+
+    pool = sub.add_parser(
+        "pool",
+        help="pool the cases of one drug: population ratio, shrunk per-case ratios, forest plot",
+        description="Fit the hierarchical model of several cases of one drug (case files, "
+        "folders of them, or tidy CSV files) and write posterior.nc, summary.json (population "
+        "and cases sections) and forest.png to --out.",
+    )
+    pool.add_argument(
+        "cases",
+        nargs="+",
+        type=Path,
+        metavar="CASES",
+        help="case files, folders or tidy .csv files",
+    )
+    pool.add_argument("--out", type=Path, required=True, help="output folder")
+    pool.add_argument("--drug", default=None, help="pool only the cases of this drug")
+    pool.add_argument("--draws", type=_positive, default=1000, help="draws per chain (1000)")
+    pool.add_argument("--tune", type=_positive, default=1000, help="tuning steps per chain (1000)")
+    pool.add_argument("--chains", type=_positive, default=4, help="chains (4)")
+    pool.add_argument("--seed", type=int, default=None, help="random seed")
+    pool.add_argument(
+        "--sampler",
+        choices=["auto", "nutpie", "numpyro", "pymc"],
+        default="auto",
+        help="NUTS backend; auto picks the fastest installed",
+    )
+    pool.add_argument(
+        "--hdi",
+        type=_probability,
+        default=HDI_PROB,
+        help=f"probability of the highest-density intervals ({HDI_PROB})",
+    )
+    pool.add_argument(
+        "--no-unpooled",
+        action="store_true",
+        help="skip the single-case fits shown beside the pooled ones",
+    )
+    pool.add_argument("--quiet", action="store_true", help="no progress bar")
+    pool.set_defaults(func=_pool)
 
     return parser
 

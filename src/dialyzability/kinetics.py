@@ -108,15 +108,164 @@ def divided_exp(a, b, t, xp=np):
     return xp.where(small, series, general)
 
 
+@dataclass(frozen=True)
+class BatchDesign:
+    """Several cases' designs padded to common sizes, for :func:`solve_batch`.
+
+    Arrays have the cases as their first axis. Padding: doses of amount 0, sessions and windows
+    that start and end at event 0 (mask False), samples at event 0. Padded events are the
+    caller's business (give them the time of the case's last event: zero-length intervals).
+    """
+
+    n_cases: int
+    n_events: int
+    dose_event: np.ndarray  # (C, D) int
+    dose_amount: np.ndarray  # (C, D) mg, 0 for padding
+    dose_oral: np.ndarray  # (C, D) bool
+    session_start: np.ndarray  # (C, S) int
+    session_end: np.ndarray  # (C, S) int
+    session_modality: np.ndarray  # (C, S) int
+    session_mask: np.ndarray  # (C, S) bool
+    windows: np.ndarray  # (C, W, 2) int
+    samples: np.ndarray  # (C, L) int
+    initial_event: np.ndarray  # (C,) int, -1 for none
+
+    @classmethod
+    def stack(cls, designs: list[Design], n_events: int | None = None) -> BatchDesign:
+        """Pad single-case designs to a batch (``n_events`` at least the largest case's)."""
+        n = max([d.n_events for d in designs] + [n_events or 0])
+
+        def pad(rows, width, fill, dtype):
+            out = np.full((len(rows), max(width, 1)), fill, dtype=dtype)
+            for i, r in enumerate(rows):
+                out[i, : len(r)] = r
+            return out
+
+        c = len(designs)
+        d_w = max(len(d.dose_event) for d in designs)
+        s_w = max(len(d.session_start) for d in designs)
+        w_w = max(len(d.windows) for d in designs)
+        l_w = max(len(d.samples) for d in designs)
+        windows = np.zeros((c, max(w_w, 1), 2), dtype=int)
+        for i, d in enumerate(designs):
+            if d.windows:
+                windows[i, : len(d.windows)] = np.array(d.windows)
+        return cls(
+            n_cases=c,
+            n_events=n,
+            dose_event=pad([d.dose_event for d in designs], d_w, 0, int),
+            dose_amount=pad([d.dose_amount for d in designs], d_w, 0.0, float),
+            dose_oral=pad([d.dose_oral for d in designs], d_w, False, bool),
+            session_start=pad([d.session_start for d in designs], s_w, 0, int),
+            session_end=pad([d.session_end for d in designs], s_w, 0, int),
+            session_modality=pad([d.session_modality for d in designs], s_w, 0, int),
+            session_mask=pad([[True] * len(d.session_start) for d in designs], s_w, False, bool),
+            windows=windows,
+            samples=pad([d.samples for d in designs], l_w, 0, int),
+            initial_event=np.array([d.initial_event for d in designs], dtype=int),
+        )
+
+
+def _gather(values, index, n, xp):
+    """values[c, index[c, k]] for a (C, n) tensor and a (C, K) integer index, by one-hot sums
+    (the same code for numpy and pytensor, and for integer or float values)."""
+    onehot = xp.equal(index[..., None], np.arange(n)[None, None, :])
+    return xp.where(onehot, values[:, None, :], 0).sum(axis=-1)
+
+
 def _lower_exp(rate_times, n, xp):
-    """Matrix M[p, q] = exp(-(x_p - x_q)) for q <= p, 0 above the diagonal (x non-decreasing)."""
-    below = np.tril(np.ones((n, n), dtype=bool))
-    diff = rate_times[:, None] - rate_times[None, :]
+    """M[c, p, q] = exp(-(x_cp - x_cq)) for q <= p, 0 above the diagonal (x non-decreasing)."""
+    below = np.tril(np.ones((n, n), dtype=bool))[None, :, :]
+    diff = rate_times[:, :, None] - rate_times[:, None, :]
     return xp.where(below, xp.exp(-xp.where(below, diff, 0.0)), 0.0)
 
 
+def solve_batch(times, design: BatchDesign, volume, cl, cl_ectr, ka, bioavailability, a0, xp=np):
+    """:func:`solve` for several cases at once, vectorised over cases (no loop).
+
+    Parameters
+    ----------
+    times
+        (C, n) event times (h).
+    design
+        A :class:`BatchDesign`.
+    volume, cl, ka, bioavailability, a0
+        (C,) per case.
+    cl_ectr
+        (C, M) extracorporeal clearance of each case per modality (L/h).
+
+    Returns
+    -------
+    dict
+        ``conc`` (C, L) mg/L, ``auc`` (C, W) mg·h/L, and on the sorted grid ``grid`` (C, n),
+        ``amount`` (C, n), ``gut`` (C, n), ``k`` (C, n - 1).
+    """
+    n = design.n_events
+    idx = np.arange(n)
+    # stable rank of each event by comparisons (no sort op: ranks carry no gradient, times do)
+    t_e, t_j = times[:, :, None], times[:, None, :]
+    earlier = (t_j < t_e) | (xp.equal(t_j, t_e) & (idx[None, None, :] < idx[None, :, None]))
+    pos = earlier.sum(axis=-1)  # (C, n): position of each event on the sorted grid
+    grid = xp.where(xp.equal(idx[None, :, None], pos[:, None, :]), times[:, None, :], 0.0).sum(
+        axis=-1
+    )
+    dt = grid[:, 1:] - grid[:, :-1]
+    mid = 0.5 * (grid[:, 1:] + grid[:, :-1])
+    volume_c = volume[:, None]
+
+    # elimination rate constant on each interval
+    k = (cl / volume)[:, None] + 0.0 * dt
+    if design.session_mask.any():
+        starts = _gather(times, design.session_start, n, xp)
+        ends = _gather(times, design.session_end, n, xp)
+        running = (
+            (starts[:, :, None] <= mid[:, None, :])
+            & (mid[:, None, :] < ends[:, :, None])
+            & design.session_mask[:, :, None]
+        )
+        m = int(design.session_modality.max()) + 1
+        cl_sessions = _gather(cl_ectr[:, :m], design.session_modality, m, xp)
+        k = k + (xp.where(running, 1.0, 0.0) * cl_sessions[:, :, None]).sum(axis=1) / volume_c
+
+    # inputs on the grid: oral doses into the gut, iv doses and a0 into the body
+    dose_pos = _gather(pos, design.dose_event, n, xp)
+    at = xp.where(xp.equal(dose_pos[..., None], idx[None, None, :]), 1.0, 0.0)  # (C, D, n)
+    oral = design.dose_oral.astype(float)
+    g_in = (at * (bioavailability[:, None] * design.dose_amount * oral)[..., None]).sum(axis=1)
+    a_in = (at * (design.dose_amount * (1.0 - oral))[..., None]).sum(axis=1)
+    has_a0 = design.initial_event >= 0
+    if has_a0.any():
+        init_pos = _gather(pos, np.maximum(design.initial_event, 0)[:, None], n, xp)
+        at0 = xp.where(xp.equal(init_pos, idx[None, :]), 1.0, 0.0)  # (C, n)
+        a_in = a_in + at0 * (a0 * has_a0)[:, None]
+
+    # gut: G_p = sum_{q<=p} g_in_q exp(-ka (t_p - t_q))
+    gut = (_lower_exp(ka[:, None] * grid, n, xp) * g_in[:, None, :]).sum(axis=-1)
+    d = divided_exp(k, ka[:, None], dt, xp)
+    # body: A_p = sum_{q<=p} s_q exp(-(L_p - L_q)), L = cumulative sum of k dt,
+    # with s_p = a_in_p + ka G_{p-1} D_{p-1} (absorption during the interval ending at p)
+    zero = np.zeros((design.n_cases, 1))
+    cum = xp.concatenate([zero, xp.cumsum(k * dt, axis=-1)], axis=-1)
+    source = a_in + xp.concatenate([zero, ka[:, None] * gut[:, :-1] * d], axis=-1)
+    amount = (_lower_exp(cum, n, xp) * source[:, None, :]).sum(axis=-1)
+
+    # integral of A over each interval by mass balance
+    gut_end = gut[:, :-1] * xp.exp(-ka[:, None] * dt)
+    amount_end = amount[:, :-1] * xp.exp(-k * dt) + ka[:, None] * gut[:, :-1] * d
+    integral = (gut[:, :-1] - gut_end + amount[:, :-1] - amount_end) / k
+
+    out = {"grid": grid, "amount": amount, "gut": gut, "k": k}
+    sample_pos = _gather(pos, design.samples, n, xp)
+    out["conc"] = _gather(amount, sample_pos, n, xp) / volume_c
+    lo = _gather(pos, design.windows[..., 0], n, xp)
+    hi = _gather(pos, design.windows[..., 1], n, xp)
+    inside = (lo[:, :, None] <= idx[None, None, :-1]) & (idx[None, None, :-1] < hi[:, :, None])
+    out["auc"] = (xp.where(inside, 1.0, 0.0) * integral[:, None, :]).sum(axis=-1) / volume_c
+    return out
+
+
 def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a0=0.0, xp=np):
-    """Concentrations at the sample events and AUCs over the windows.
+    """Concentrations at the sample events and AUCs over the windows of one case.
 
     Parameters
     ----------
@@ -144,69 +293,23 @@ def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a
     dict
         ``conc`` (mg/L) at the samples, ``auc`` (mg·h/L) over the windows, and, on the sorted
         grid, ``grid`` (h), ``amount`` (mg in the body after the inputs at each grid time),
-        ``gut`` (mg) and ``k`` (1/h, per interval).
+        ``gut`` (mg) and ``k`` (1/h, per interval). It is :func:`solve_batch` with one case.
     """
-    n = design.n_events
-    idx = np.arange(n)
-    # stable rank of each event by comparisons (no sort op: ranks carry no gradient, times do)
-    earlier = (times[None, :] < times[:, None]) | (
-        xp.equal(times[None, :], times[:, None]) & (idx[None, :] < idx[:, None])
+    one = np.ones(1)
+    out = solve_batch(
+        times[None, :],
+        BatchDesign.stack([design]),
+        volume * one,
+        cl * one,
+        cl_ectr[None, :],
+        ka * one,
+        bioavailability * one,
+        a0 * one,
+        xp=xp,
     )
-    pos = earlier.sum(axis=1)  # position of each event on the sorted grid
-    grid = xp.where(xp.equal(idx[:, None], pos[None, :]), 1.0, 0.0) @ times
-    dt = grid[1:] - grid[:-1]
-    mid = 0.5 * (grid[1:] + grid[:-1])
-
-    # elimination rate constant on each interval
-    k_endo = cl / volume
-    if design.session_start:
-        starts = times[np.array(design.session_start)]
-        ends = times[np.array(design.session_end)]
-        running = (starts[:, None] <= mid[None, :]) & (mid[None, :] < ends[:, None])
-        cl_sessions = cl_ectr[np.array(design.session_modality)]
-        k = k_endo + (xp.where(running, 1.0, 0.0) * cl_sessions[:, None]).sum(axis=0) / volume
-    else:
-        k = k_endo + 0.0 * dt
-
-    # inputs on the grid: oral doses into the gut, iv doses and a0 into the body
-    def inputs(events, amounts):
-        at = xp.equal(pos[np.array(events)][:, None], idx[None, :])
-        return (xp.where(at, 1.0, 0.0) * amounts[:, None]).sum(axis=0)
-
-    zeros = np.zeros(n)
-    amounts = np.array(design.dose_amount, dtype=float)
-    oral = np.array(design.dose_oral, dtype=bool)
-    g_in = zeros
-    a_in = zeros
-    if oral.any():
-        g_in = inputs(np.array(design.dose_event)[oral], bioavailability * amounts[oral])
-    if (~oral).any():
-        a_in = a_in + inputs(np.array(design.dose_event)[~oral], amounts[~oral])
-    if design.initial_event >= 0:
-        a_in = a_in + inputs(np.array([design.initial_event]), a0 * np.ones(1))
-
-    # gut: G_p = sum_{q<=p} g_in_q exp(-ka (t_p - t_q))
-    gut = _lower_exp(ka * grid, n, xp) @ g_in
-    d = divided_exp(k, ka, dt, xp)
-    # body: A_p = sum_{q<=p} s_q exp(-(L_p - L_q)), L = cumulative sum of k dt,
-    # with s_p = a_in_p + ka G_{p-1} D_{p-1} (absorption during the interval ending at p)
-    cum = xp.concatenate([np.zeros(1), xp.cumsum(k * dt)])
-    source = a_in + xp.concatenate([np.zeros(1), ka * gut[:-1] * d])
-    amount = _lower_exp(cum, n, xp) @ source
-
-    # integral of A over each interval by mass balance
-    gut_end = gut[:-1] * xp.exp(-ka * dt)
-    amount_end = amount[:-1] * xp.exp(-k * dt) + ka * gut[:-1] * d
-    integral = (gut[:-1] - gut_end + amount[:-1] - amount_end) / k
-
-    out = {"grid": grid, "amount": amount, "gut": gut, "k": k}
-    if design.samples:
-        out["conc"] = amount[pos[np.array(design.samples)]] / volume
-    if design.windows:
-        w = np.array(design.windows)
-        lo, hi = pos[w[:, 0]], pos[w[:, 1]]
-        inside = (lo[:, None] <= idx[None, :-1]) & (idx[None, :-1] < hi[:, None])
-        out["auc"] = (xp.where(inside, 1.0, 0.0) * integral[None, :]).sum(axis=1) / volume
+    out = {key: value[0] for key, value in out.items()}
+    out["conc"] = out["conc"][: len(design.samples)]
+    out["auc"] = out["auc"][: len(design.windows)]
     return out
 
 

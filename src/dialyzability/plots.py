@@ -497,3 +497,73 @@ def write_figures(fit, directory: str | Path) -> list[Path]:
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB) -> dict:
+    """Rows of the forest plot: per case the pooled (and, if given, unpooled) HDI of its ratio
+    (first modality), and per (modality, kidney class) the population and predictive ratios.
+
+    ``unpooled`` maps case ids to draws of the single-case ratio.
+    """
+    cases = []
+    for c in pooled.cases:
+        if not c.modalities:
+            continue
+        q = pooled.case_quantities(c)
+        draws = np.asarray(q[name_of("ratio", c.modalities[0], c.modalities)]).ravel()
+        row = {"case": c.id, "modality": c.modalities[0], "pooled": describe(draws, hdi_prob)}
+        if unpooled and c.id in unpooled:
+            row["unpooled"] = describe(unpooled[c.id], hdi_prob)
+        cases.append(row)
+    population = []
+    draws = pooled.population_draws()
+    for m in pooled.modalities:
+        for k in pooled.kidney_classes:
+            population.append(
+                {
+                    "label": f"population: {m}, {k} kidneys",
+                    "mean": describe(draws[f"ratio_{m}_{k}"], hdi_prob),
+                    "new": describe(draws[f"ratio_new_{m}_{k}"], hdi_prob),
+                }
+            )
+    return {"cases": cases, "population": population}
+
+
+def plot_forest(pooled, data: dict | None = None):
+    """forest.png: per-case ratios (unpooled and pooled) and the population diamond(s)."""
+    d = data or forest_data(pooled)
+    n = len(d["cases"]) + len(d["population"])
+    fig, ax = _figure(figsize=(8.0, 2.4 + 0.32 * max(n, 1)))
+    y = n - 1
+    labels = []
+    for row in d["cases"]:
+        if "unpooled" in row:
+            lo, hi = row["unpooled"]["hdi"]
+            ax.hlines(y + 0.15, lo, hi, color="grey", lw=1.5)
+            ax.plot(row["unpooled"]["median"], y + 0.15, "o", color="grey", ms=4)
+        lo, hi = row["pooled"]["hdi"]
+        ax.hlines(y - 0.1, lo, hi, color=BAND_COLOUR, lw=2.5)
+        ax.plot(row["pooled"]["median"], y - 0.1, "s", color=BAND_COLOUR, ms=5)
+        labels.append((y, f"{row['case']} ({row['modality']})"))
+        y -= 1
+    for row in d["population"]:
+        lo, hi = row["new"]["hdi"]
+        ax.hlines(y, lo, hi, color=SESSION_COLOUR, lw=1, ls="--")
+        m_lo, m_hi = row["mean"]["hdi"]
+        med = row["mean"]["median"]
+        ax.fill([m_lo, med, m_hi, med], [y, y + 0.3, y, y - 0.3], color=SESSION_COLOUR)
+        labels.append((y, row["label"]))
+        y -= 1
+    ax.axvline(1.0, color="black", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks([yy for yy, _ in labels], [t for _, t in labels], fontsize=8)
+    ax.set_ylim(-0.8, n - 0.2)
+    ax.set_xlabel(f"CL_ECTR / CL_R ({HDI_PROB:.0%} HDI)")
+    ax.plot([], [], "o-", color="grey", label="single case (unpooled)")
+    ax.plot([], [], "s-", color=BAND_COLOUR, label="pooled (shrunk)")
+    ax.fill([], [], color=SESSION_COLOUR, label="population, typical 70-kg patient")
+    ax.plot([], [], "--", color=SESSION_COLOUR, label="new patient (predictive)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    ax.set_title(f"{pooled.drug.name}: {len(pooled.cases)} cases pooled", fontsize=11)
+    fig.tight_layout()
+    return fig

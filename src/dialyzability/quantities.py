@@ -145,6 +145,7 @@ REGISTRY: tuple[Quantity, ...] = (
         "mg",
         lambda p, m: p["removed_renal"],
         "CL_R × AUC(first to last event)",
+        needs="removed_renal",
     ),
     Quantity(
         "removed_ectr",
