@@ -272,6 +272,11 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
     fig.savefig(out / ".forest.tmp.png", dpi=DPI)
     plt.close(fig)
     os.replace(out / ".forest.tmp.png", out / "forest.png")
+    from .report import build_pooled_report
+
+    report = build_pooled_report(summary, ["forest.png"])
+    _write_whole(out / "report.md", report.markdown())
+    _write_whole(out / "report.html", report.html(out))
     lines = [f"Pooled {summary['n_cases']} {summary['drug']} cases ({hdi:.0%} HDI)"]
     for name, q in summary["population"].items():
         if name.startswith("ratio"):
@@ -286,7 +291,7 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
         f"{d['ess_bulk_min']:.0f}, divergences {d['divergences']}: {state}"
     )
     print("\n".join(lines))
-    print(f"Wrote to {out}: posterior.nc, summary.json, forest.png")
+    print(f"Wrote to {out}: posterior.nc, summary.json, forest.png, report.md, report.html")
     if not d["converged"]:
         print("WARNING: the pooled fit did not converge.", file=sys.stderr)
 

@@ -282,3 +282,76 @@ def write_report(fit, summary, directory: str | Path, figures: list[str]) -> lis
         os.replace(tmp, directory / name)
         paths.append(directory / name)
     return paths
+
+
+def build_pooled_report(summary: dict, figures: list[str]) -> Report:
+    """The report of a pooled fit, from its summary (``population`` and ``cases`` sections)."""
+    pct = f"{summary['hdi_prob'] * 100:.0f} % HDI"
+    b: list[Block] = [Block("h1", f"Pooled dialyzability report: {summary['drug']}")]
+    d = summary["diagnostics"]
+    if not d["converged"]:
+        b.append(Block("warning", "The sampler did not converge; do not use these numbers."))
+    b.append(Block("h2", "Answer"))
+    for name, q in summary["population"].items():
+        if name.startswith("ratio_") and not name.startswith("ratio_new_"):
+            _, modality, kidney = name.split("_", 2)
+            new = summary["population"][f"ratio_new_{modality}_{kidney}"]
+            b.append(
+                Block(
+                    "p",
+                    f"For a typical 70-kg patient with {kidney} kidneys, {modality} "
+                    f"cleared {summary['drug']} at {fmt(q['median'])} ({pct} "
+                    f"{interval(q)}) times the renal clearance, P(ratio > 1) = "
+                    f"{fmt(q['p_above_1'])}; for a new such patient the ratio is "
+                    f"{fmt(new['median'])} ({pct} {interval(new)}).",
+                )
+            )
+    b.append(Block("h2", "Population"))
+    rows = [
+        (n, fmt(q["median"]), interval(q), fmt(q.get("p_above_1")))
+        for n, q in summary["population"].items()
+    ]
+    b.append(Block("table", rows=tuple(rows), header=("quantity", "median", pct, "P(> 1)")))
+    b.append(Block("h2", "Cases (pooled, and single-case where fitted)"))
+    rows = []
+    for cid, c in summary["cases"].items():
+        q = c["quantities"]
+        key = next(
+            (k for k in q if k.startswith("ratio") and not k.startswith("ratio_total")), None
+        )
+        single = c.get("unpooled_ratio")
+        rows.append(
+            (
+                cid,
+                c["kidney_function"],
+                ", ".join(c["modalities"]) or "–",
+                f"{fmt(q[key]['median'])} ({interval(q[key])})" if key else "–",
+                f"{fmt(single['median'])} ({interval(single)})" if single else "–",
+            )
+        )
+    b.append(
+        Block(
+            "table",
+            rows=tuple(rows),
+            header=(
+                "case",
+                "kidneys",
+                "ECTR",
+                f"ratio, pooled ({pct})",
+                f"ratio, single case ({pct})",
+            ),
+        )
+    )
+    b.append(Block("h2", "Diagnostics"))
+    b.append(
+        Block(
+            "p",
+            f"R-hat max {d['r_hat_max']:.3f}, bulk ESS min {d['ess_bulk_min']:.0f}, "
+            f"divergences {d['divergences']}.",
+        )
+    )
+    b.append(Block("h2", "Figures"))
+    b += [
+        Block("figure", f, rows=("Per-case and population ratios (forest plot).",)) for f in figures
+    ]
+    return Report(title=f"Pooled dialyzability report: {summary['drug']}", blocks=tuple(b))
