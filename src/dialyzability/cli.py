@@ -296,6 +296,38 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
         print("WARNING: the pooled fit did not converge.", file=sys.stderr)
 
 
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    """The sampling and output options shared by ``fit`` and ``pool``."""
+    from .fit import DEFAULT_SAMPLER_CONFIG as D
+    from .quantities import HDI_PROB
+
+    parser.add_argument(
+        "--draws", type=_positive, default=D["draws"], help=f"draws per chain ({D['draws']})"
+    )
+    parser.add_argument(
+        "--tune", type=_positive, default=D["tune"], help=f"tuning steps per chain ({D['tune']})"
+    )
+    parser.add_argument(
+        "--chains", type=_positive, default=D["chains"], help=f"chains ({D['chains']})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (recorded in the output)"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=["auto", "nutpie", "numpyro", "pymc"],
+        default="auto",
+        help="NUTS backend; auto picks the fastest installed",
+    )
+    parser.add_argument(
+        "--hdi",
+        type=_probability,
+        default=HDI_PROB,
+        help=f"probability of the highest-density intervals ({HDI_PROB})",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .quantities import HDI_PROB
 
@@ -329,22 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("case", type=Path, metavar="CASE", help="case file (TOML)")
     fit.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
-    fit.add_argument("--draws", type=_positive, default=1000, help="draws per chain (1000)")
-    fit.add_argument("--tune", type=_positive, default=1000, help="tuning steps per chain (1000)")
-    fit.add_argument("--chains", type=_positive, default=4, help="chains (4)")
-    fit.add_argument("--seed", type=int, default=None, help="random seed (recorded in the output)")
-    fit.add_argument(
-        "--sampler",
-        choices=["auto", "nutpie", "numpyro", "pymc"],
-        default="auto",
-        help="NUTS backend; auto picks the fastest installed",
-    )
-    fit.add_argument(
-        "--hdi",
-        type=_probability,
-        default=HDI_PROB,
-        help=f"probability of the highest-density intervals ({HDI_PROB})",
-    )
+    _sampling_options(fit)
     fit.add_argument(
         "--threshold",
         default=None,
@@ -352,7 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L" (default: the '
         "upper therapeutic level of the drug model)",
     )
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(func=_fit)
 
     report = sub.add_parser(
@@ -393,28 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pool.add_argument("--out", type=Path, required=True, help="output folder")
     pool.add_argument("--drug", default=None, help="pool only the cases of this drug")
-    pool.add_argument("--draws", type=_positive, default=1000, help="draws per chain (1000)")
-    pool.add_argument("--tune", type=_positive, default=1000, help="tuning steps per chain (1000)")
-    pool.add_argument("--chains", type=_positive, default=4, help="chains (4)")
-    pool.add_argument("--seed", type=int, default=None, help="random seed")
-    pool.add_argument(
-        "--sampler",
-        choices=["auto", "nutpie", "numpyro", "pymc"],
-        default="auto",
-        help="NUTS backend; auto picks the fastest installed",
-    )
-    pool.add_argument(
-        "--hdi",
-        type=_probability,
-        default=HDI_PROB,
-        help=f"probability of the highest-density intervals ({HDI_PROB})",
-    )
+    _sampling_options(pool)
     pool.add_argument(
         "--no-unpooled",
         action="store_true",
         help="skip the single-case fits shown beside the pooled ones",
     )
-    pool.add_argument("--quiet", action="store_true", help="no progress bar")
     pool.set_defaults(func=_pool)
 
     return parser

@@ -290,6 +290,26 @@ class Fit:
         return cls(idata, case, drug, json.loads(attrs["config"]))
 
 
+def sample(model, config: dict, progressbar: bool = False):
+    """NUTS on ``model`` with the draws, tune, chains, seed, sampler and target_accept of
+    ``config``; returns the InferenceData."""
+    import pymc as pm
+
+    kwargs = {"nuts_sampler": config["sampler"]}
+    if config["sampler"] == "pymc":
+        kwargs["compute_convergence_checks"] = False  # the gate below checks every fit
+    with model:
+        return pm.sample(
+            draws=config["draws"],
+            tune=config["tune"],
+            chains=config["chains"],
+            random_seed=config["seed"],
+            target_accept=config["target_accept"],
+            progressbar=progressbar,
+            **kwargs,
+        )
+
+
 def fit(
     case: Case,
     *,
@@ -326,7 +346,6 @@ def fit(
         Level (mg/L) taken as the end of toxicity, for the hours saved by the ECTR; by default
         the upper end of the drug's therapeutic range.
     """
-    import pymc as pm
 
     from .model import build_model
 
@@ -344,19 +363,7 @@ def fit(
         "target_accept": target_accept,
         "threshold": threshold if threshold is not None else drug.therapeutic_high,
     }
-    kwargs = {"nuts_sampler": backend}
-    if backend == "pymc":
-        kwargs["compute_convergence_checks"] = False
-    with built.model:
-        idata = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            target_accept=target_accept,
-            progressbar=progressbar,
-            **kwargs,
-        )
+    idata = sample(built.model, config, progressbar)
     attrs = {
         "dialyzability_version": __version__,
         "hdi_prob": HDI_PROB,

@@ -370,10 +370,8 @@ def fit_pooled(
     """Fit the pooled model of ``cases`` (one drug); options as :func:`dialyzability.fit.fit`."""
     import json
 
-    import pymc as pm
-
     from . import __version__
-    from .fit import available_sampler
+    from .fit import available_sampler, sample
     from .quantities import HDI_PROB
 
     backend = available_sampler(sampler)
@@ -388,19 +386,7 @@ def fit_pooled(
         "sampler": backend,
         "target_accept": target_accept,
     }
-    kwargs = {"nuts_sampler": backend}
-    if backend == "pymc":
-        kwargs["compute_convergence_checks"] = False
-    with built.model:
-        idata = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            target_accept=target_accept,
-            progressbar=progressbar,
-            **kwargs,
-        )
+    idata = sample(built.model, config, progressbar)
     idata.attrs.update(
         {
             "dialyzability_version": __version__,

@@ -62,28 +62,27 @@ def flat_draws(fit, max_draws: int | None = None) -> Draws:
     )
 
 
+def solutions(fit, ectr: bool = True, max_draws: int | None = None):
+    """Yield (draws, i, solution) for each (thinned) draw: the numpy :func:`solve` of that draw,
+    with its extracorporeal clearances, or with none when ``ectr`` is False."""
+    _, design, _ = case_events(fit.case)
+    d = flat_draws(fit, max_draws)
+    for i in range(len(d)):
+        cl_ectr = d.cl_ectr[i] if ectr else np.zeros_like(d.cl_ectr[i])
+        args = (d.volume[i], d.cl[i], cl_ectr, d.ka[i], d.bioavailability[i], d.a0[i])
+        yield d, i, solve(d.times[i], design, *args)
+
+
 def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.ndarray:
     """Concentration (mg/L) at the times ``query`` (h) for each (thinned) draw: (draws, times).
 
     With ``ectr=False`` the same draws without any extracorporeal clearance.
     """
-    _, design, _ = case_events(fit.case)
-    d = flat_draws(fit, max_draws)
-    out = np.empty((len(d), len(query)))
-    for i in range(len(d)):
-        cl_ectr = d.cl_ectr[i] if ectr else np.zeros_like(d.cl_ectr[i])
-        sol = solve(
-            d.times[i],
-            design,
-            d.volume[i],
-            d.cl[i],
-            cl_ectr,
-            d.ka[i],
-            d.bioavailability[i],
-            d.a0[i],
-        )
-        out[i] = concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], query)
-    return out
+    rows = [
+        concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], query)
+        for d, i, sol in solutions(fit, ectr, max_draws)
+    ]
+    return np.array(rows).reshape(-1, len(query))
 
 
 def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> np.ndarray:
@@ -93,36 +92,27 @@ def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> n
     half-lives, on ``points`` times; the last crossing is refined by log-linear interpolation.
     A draw whose level never exceeds the threshold gets the first event's time.
     """
-    _, design, _ = case_events(fit.case)
-    d = flat_draws(fit)
-    out = np.empty(len(d))
-    for i in range(len(d)):
-        cl_ectr = d.cl_ectr[i] if ectr else np.zeros_like(d.cl_ectr[i])
-        sol = solve(
-            d.times[i],
-            design,
-            d.volume[i],
-            d.cl[i],
-            cl_ectr,
-            d.ka[i],
-            d.bioavailability[i],
-            d.a0[i],
-        )
+    out = []
+    for d, i, sol in solutions(fit, ectr):
         thalf = math.log(2) * d.volume[i] / d.cl[i]
         t = np.linspace(d.times[i].min(), d.times[i].max() + 12 * thalf, points)
-        c = concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], t)
-        above = np.nonzero(c > threshold)[0]
-        if len(above) == 0:
-            out[i] = t[0]
-            continue
-        j = above[-1]
-        if j == points - 1:
-            out[i] = t[-1]
-            continue
-        c1, c2 = c[j], max(c[j + 1], 1e-300)
-        frac = math.log(c1 / threshold) / math.log(c1 / c2) if c1 > c2 else 0.0
-        out[i] = t[j] + frac * (t[j + 1] - t[j])
-    return out
+        out.append(
+            _last_crossing(t, concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], t), threshold)
+        )
+    return np.array(out)
+
+
+def _last_crossing(t: np.ndarray, c: np.ndarray, threshold: float) -> float:
+    """Time after which ``c`` stays below ``threshold`` (log-linear between grid points)."""
+    above = np.nonzero(c > threshold)[0]
+    if len(above) == 0:
+        return float(t[0])
+    j = above[-1]
+    if j == len(t) - 1:
+        return float(t[-1])
+    c1, c2 = c[j], max(c[j + 1], 1e-300)
+    frac = math.log(c1 / threshold) / math.log(c1 / c2) if c1 > c2 else 0.0
+    return float(t[j] + frac * (t[j + 1] - t[j]))
 
 
 def toxicity_draws(fit, threshold: float) -> dict[str, np.ndarray]:
