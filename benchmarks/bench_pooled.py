@@ -43,36 +43,26 @@ def main() -> None:
         f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}"
     )
-    rows = []
-    for n in args.sizes:
-        start = time.perf_counter()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                str(n),
-                str(args.draws),
-                str(args.tune),
-                str(args.chains),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        row["wall_s"] = time.perf_counter() - start
-        rows.append(row)
-    base = rows[0]["wall_s"]
     print(
         f"{'cases':>5} {'wall s':>8} {'fit s':>8} {'x base':>7} {'div':>4} {'R-hat':>6} "
-        f"{'ESS min':>8} {'RSS MiB':>8}"
+        f"{'ESS min':>8} {'RSS MiB':>8}",
+        flush=True,
     )
-    for r in rows:
+    base = None
+    for n in args.sizes:  # each row is printed as soon as it is measured
+        start = time.perf_counter()
+        command = [sys.executable, "-c", CHILD, str(n), str(args.draws), str(args.tune)]
+        result = subprocess.run(
+            [*command, str(args.chains)], capture_output=True, text=True, check=True
+        )
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        r["wall_s"] = time.perf_counter() - start
+        base = base or r["wall_s"]
         print(
             f"{r['n']:>5} {r['wall_s']:>8.1f} {r['fit_s']:>8.1f} {r['wall_s'] / base:>7.2f} "
             f"{r['divergences']:>4} {r['r_hat_max']:>6.3f} {r['ess_bulk_min']:>8.0f} "
-            f"{r['max_rss_mib']:>8.0f}"
+            f"{r['max_rss_mib']:>8.0f}",
+            flush=True,
         )
 
 
