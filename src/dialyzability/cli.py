@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .files import write_text_whole, write_whole
 
 
 def _fmt(x: float | None, unit: str = "") -> str:
@@ -113,13 +114,6 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_whole(path: Path, text: str) -> None:
-    """Write a text file whole or not at all (temporary file, then atomic rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _threshold(text: str | None, case) -> float | None:
     """A --threshold such as "0.4 mg/L" in mg/L (molar units via the drug's molar mass)."""
     if text is None:
@@ -141,8 +135,8 @@ def _write_outputs(result, out: Path, hdi: float) -> None:
 
     summary = result.summary(hdi)
     out.mkdir(parents=True, exist_ok=True)
-    _write_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
-    _write_whole(out / "summary.csv", summary.to_csv())
+    write_text_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
+    write_text_whole(out / "summary.csv", summary.to_csv())
     figures = write_figures(result, out)
     reports = write_report(result, summary, out, [p.name for p in figures])
     print(summary.table())
@@ -264,19 +258,16 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
     summary = pooled.summary(hdi)
     for cid, draws in unpooled.items():
         summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi)
-    tmp = out / ".posterior.nc.tmp"
-    pooled.idata.to_netcdf(tmp)
-    os.replace(tmp, out / "posterior.nc")
-    _write_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_whole(out / "posterior.nc", pooled.idata.to_netcdf)
+    write_text_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
-    fig.savefig(out / ".forest.tmp.png", dpi=DPI)
+    write_whole(out / "forest.png", lambda tmp: fig.savefig(tmp, dpi=DPI))
     plt.close(fig)
-    os.replace(out / ".forest.tmp.png", out / "forest.png")
     from .report import build_pooled_report
 
     report = build_pooled_report(summary, ["forest.png"])
-    _write_whole(out / "report.md", report.markdown())
-    _write_whole(out / "report.html", report.html(out))
+    write_text_whole(out / "report.md", report.markdown())
+    write_text_whole(out / "report.html", report.html(out))
     lines = [f"Pooled {summary['n_cases']} {summary['drug']} cases ({hdi:.0%} HDI)"]
     for name, q in summary["population"].items():
         if name.startswith("ratio"):
@@ -355,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit",
         help="fit one case: posterior of CL_ECTR / CL_R with its interval",
-        description="Fit the Bayesian model of one case and write posterior.nc, summary.json and "
-        "summary.csv to --out; print the quantities with their intervals and the convergence "
-        "diagnostics.",
+        description="Fit the Bayesian model of one case and write posterior.nc, summary.json, "
+        "summary.csv, the figures and report.md/report.html to --out; print the quantities "
+        "with their intervals and the convergence diagnostics.",
     )
     fit.add_argument("case", type=Path, metavar="CASE", help="case file (TOML)")
     fit.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")

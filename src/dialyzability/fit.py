@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 from . import __version__
 from .case import Case, parse_case
 from .drugs import DrugModel, load_drug
+from .files import write_whole
 from .quantities import FLOWS_ML_MIN, HDI_PROB, compute_all, describe, expand, label
 
 Sampler = Literal["auto", "nutpie", "numpyro", "pymc"]
@@ -261,16 +260,7 @@ class Fit:
         """Write ``posterior.nc`` (whole or not at all) into ``directory``; returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "posterior.nc"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".posterior-", suffix=".nc")
-        os.close(fd)
-        try:
-            self.idata.to_netcdf(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_whole(directory / "posterior.nc", self.idata.to_netcdf)
 
     @classmethod
     def load(cls, directory: str | Path) -> Fit:
@@ -288,6 +278,23 @@ class Fit:
         drug = DrugModel.model_validate_json(attrs["drug_model"])
         case = parse_case(json.loads(attrs["case"]), attrs.get("case_source", str(path)))
         return cls(idata, case, drug, json.loads(attrs["config"]))
+
+
+def sampler_config(
+    draws: int, tune: int, chains: int, seed: int | None, sampler: str, target_accept: float
+) -> dict:
+    """The sampling settings of a fit, with the backend resolved and a seed drawn (and so
+    recorded) when none is given, so that every fit can be repeated exactly."""
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    return {
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "seed": seed,
+        "sampler": available_sampler(sampler),
+        "target_accept": target_accept,
+    }
 
 
 def sample(model, config: dict, progressbar: bool = False):
@@ -349,20 +356,10 @@ def fit(
 
     from .model import build_model
 
-    backend = available_sampler(sampler)
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
+    config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     drug = drug or load_drug(case.drug)
     built = build_model(case, drug)
-    config = {
-        "draws": draws,
-        "tune": tune,
-        "chains": chains,
-        "seed": seed,
-        "sampler": backend,
-        "target_accept": target_accept,
-        "threshold": threshold if threshold is not None else drug.therapeutic_high,
-    }
+    config["threshold"] = threshold if threshold is not None else drug.therapeutic_high
     idata = sample(built.model, config, progressbar)
     attrs = {
         "dialyzability_version": __version__,

@@ -8,12 +8,12 @@ only read a :class:`~dialyzability.fit.Fit`; :func:`write_figures` writes all of
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .extrip import GRADE_LABELS, GRADES
+from .files import write_whole
 from .quantities import HDI_PROB, describe, name_of
 
 FIGSIZE = (8.0, 4.6)
@@ -490,12 +490,8 @@ def write_figures(fit, directory: str | Path) -> list[Path]:
     paths = []
     for name, plot in FIGURES.items():
         fig = plot(fit)
-        path = directory / name
-        tmp = directory / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=DPI)
+        paths.append(write_whole(directory / name, lambda tmp, fig=fig: fig.savefig(tmp, dpi=DPI)))
         plt.close(fig)
-        os.replace(tmp, path)
-        paths.append(path)
     return paths
 
 

@@ -371,21 +371,11 @@ def fit_pooled(
     import json
 
     from . import __version__
-    from .fit import available_sampler, sample
+    from .fit import sample, sampler_config
     from .quantities import HDI_PROB
 
-    backend = available_sampler(sampler)
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
+    config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     built = build_pooled_model(cases)
-    config = {
-        "draws": draws,
-        "tune": tune,
-        "chains": chains,
-        "seed": seed,
-        "sampler": backend,
-        "target_accept": target_accept,
-    }
     idata = sample(built.model, config, progressbar)
     idata.attrs.update(
         {

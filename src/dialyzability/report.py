@@ -271,17 +271,14 @@ def build_report(fit, summary, figures: list[str]) -> Report:
 
 def write_report(fit, summary, directory: str | Path, figures: list[str]) -> list[Path]:
     """Write report.md and report.html (figures embedded) into ``directory``."""
-    import os
+    from .files import write_text_whole
 
     directory = Path(directory)
     report = build_report(fit, summary, figures)
-    paths = []
-    for name, text in (("report.md", report.markdown()), ("report.html", report.html(directory))):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, directory / name)
-        paths.append(directory / name)
-    return paths
+    return [
+        write_text_whole(directory / "report.md", report.markdown()),
+        write_text_whole(directory / "report.html", report.html(directory)),
+    ]
 
 
 def build_pooled_report(summary: dict, figures: list[str]) -> Report:
