@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import tomli_w
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "data" / "cases"
 LEE = CASES / "lee2020-baclofen.toml"
+
+# the suite compiles into a cache of its own, never the user's (dialyzability.compiled)
+os.environ["DIALYZABILITY_CACHE"] = tempfile.mkdtemp(prefix="dialyzability-test-cache-")
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ SAMPLERS: tuple[str, ...] = Sampler.__args__
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
 
-DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.9}
+DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.8}
 
 
 def available_sampler(requested: str = "auto") -> str:
@@ -317,6 +317,31 @@ def sample(model, config: dict, progressbar: bool = False):
         )
 
 
+def sample_compiled(case: Case, drug: DrugModel, config: dict, progressbar: bool = False):
+    """nutpie's NUTS on the case's compiled model, taken from the compile cache when the case's
+    structure has been compiled before (:mod:`dialyzability.compiled`); returns the
+    InferenceData (posterior and sample statistics, no warm-up draws)."""
+    import os
+
+    import nutpie
+
+    from .compiled import compiled_model
+
+    model, _ = compiled_model(case, drug)
+    return nutpie.sample(
+        model,
+        draws=config["draws"],
+        tune=config["tune"],
+        chains=config["chains"],
+        cores=min(config["chains"], os.cpu_count() or 1),
+        seed=config["seed"],
+        target_accept=config["target_accept"],
+        progress_bar=progressbar,
+        save_warmup=False,
+        low_rank_modified_mass_matrix=True,
+    )
+
+
 def fit(
     case: Case,
     *,
@@ -354,13 +379,16 @@ def fit(
         the upper end of the drug's therapeutic range.
     """
 
-    from .model import build_model
+    from .model import build_model, case_events
 
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     drug = drug or load_drug(case.drug)
-    built = build_model(case, drug)
     config["threshold"] = threshold if threshold is not None else drug.therapeutic_high
-    idata = sample(built.model, config, progressbar)
+    if config["sampler"] == "nutpie":
+        idata = sample_compiled(case, drug, config, progressbar)
+    else:
+        idata = sample(build_model(case, drug).model, config, progressbar)
+    latent_times = case_events(case)[0].latent()
     attrs = {
         "dialyzability_version": __version__,
         "hdi_prob": HDI_PROB,
@@ -370,7 +398,7 @@ def fit(
         "drug_model": drug.model_dump_json(),
         "priors": json.dumps(drug.prior_table()),
         "config": json.dumps(config),
-        "latent_times": json.dumps(built.latent_times),
+        "latent_times": json.dumps(latent_times),
     }
     attrs["config_hash"] = _digest(attrs)
     idata.attrs.update(attrs)

@@ -271,7 +271,18 @@ def _lower_exp_one(rate_times, n, xp):
     return xp.where(below, xp.exp(-xp.where(below, diff, 0.0)), 0.0)
 
 
-def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a0=0.0, xp=np):
+def solve(
+    times,
+    design: Design,
+    volume,
+    cl,
+    cl_ectr,
+    ka,
+    bioavailability=1.0,
+    a0=0.0,
+    xp=np,
+    dose_amount=None,
+):
     """Concentrations at the sample events and AUCs over the windows.
 
     Parameters
@@ -294,6 +305,9 @@ def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a
         Amount (mg) entering the body at ``design.initial_event`` (cases without a dose).
     xp
         ``numpy`` or ``pytensor.tensor``.
+    dose_amount
+        The doses (mg), in the order of ``design.dose_event``; by default
+        ``design.dose_amount`` (a tensor here lets a compiled model take them as data).
 
     Returns
     -------
@@ -334,14 +348,16 @@ def solve(times, design: Design, volume, cl, cl_ectr, ka, bioavailability=1.0, a
         return (xp.where(at, 1.0, 0.0) * amounts[:, None]).sum(axis=0)
 
     zeros = np.zeros(n)
-    amounts = np.array(design.dose_amount, dtype=float)
+    amounts = np.array(design.dose_amount, dtype=float) if dose_amount is None else dose_amount
     oral = np.array(design.dose_oral, dtype=bool)
     g_in = zeros
     a_in = zeros
     if oral.any():
-        g_in = inputs(np.array(design.dose_event)[oral], bioavailability * amounts[oral])
+        g_in = inputs(
+            np.array(design.dose_event)[oral], bioavailability * amounts[np.flatnonzero(oral)]
+        )
     if (~oral).any():
-        a_in = a_in + inputs(np.array(design.dose_event)[~oral], amounts[~oral])
+        a_in = a_in + inputs(np.array(design.dose_event)[~oral], amounts[np.flatnonzero(~oral)])
     if design.initial_event >= 0:
         a_in = a_in + inputs(np.array([design.initial_event]), a0 * np.ones(1))
 
@@ -380,19 +396,31 @@ def concentration_at(solution: dict, volume, cl, ka, query):
     Parameters
     ----------
     solution
-        The dict returned by :func:`solve` (numpy).
+        The dict returned by :func:`solve`, or by :func:`solve_batch` (numpy; then every
+        array below has the batch as its first axis).
     volume, cl, ka
-        V (L), endogenous clearance (L/h) and absorption rate (1/h) used for ``solution``.
+        V (L), endogenous clearance (L/h) and absorption rate (1/h) used for ``solution``:
+        scalars, or (B,) for a batch.
     query
-        Times (h), any order.
+        Times (h), any order: (P,), or (B, P) for a batch (or (P,), the same for all).
     """
-    grid, amount, gut, k = solution["grid"], solution["amount"], solution["gut"], solution["k"]
-    query = np.asarray(query, dtype=float)
-    n = len(grid)
-    p = np.searchsorted(grid, query, side="right") - 1
+    grid = np.asarray(solution["grid"], dtype=float)
+    single = grid.ndim == 1
+    grid, amount, gut, k = (
+        np.atleast_2d(np.asarray(solution[name], dtype=float))
+        for name in ("grid", "amount", "gut", "k")
+    )
+    volume, cl, ka = (np.atleast_1d(np.asarray(x, dtype=float))[:, None] for x in (volume, cl, ka))
+    query = np.broadcast_to(np.asarray(query, dtype=float), (len(grid), np.shape(query)[-1]))
+    n = grid.shape[1]
+    # index of the last grid time <= query (searchsorted side="right" minus one), per row
+    p = (grid[:, None, :] <= query[:, :, None]).sum(axis=-1) - 1
     before = p < 0
     p = np.clip(p, 0, n - 1)
-    rate = np.where(p < n - 1, np.asarray(k)[np.minimum(p, n - 2)] if n > 1 else 0.0, cl / volume)
-    dt = np.maximum(query - grid[p], 0.0)
-    conc = (amount[p] * np.exp(-rate * dt) + ka * gut[p] * divided_exp(rate, ka, dt)) / volume
-    return np.where(before, 0.0, conc)
+    # rate on the interval starting at grid point p; after the last one, endogenous only
+    rate = np.take_along_axis(np.concatenate([k.reshape(len(grid), n - 1), cl / volume], 1), p, 1)
+    dt = np.maximum(query - np.take_along_axis(grid, p, 1), 0.0)
+    a, g = np.take_along_axis(amount, p, 1), np.take_along_axis(gut, p, 1)
+    conc = (a * np.exp(-rate * dt) + ka * g * divided_exp(rate, ka, dt)) / volume
+    conc = np.where(before, 0.0, conc)
+    return conc[0] if single else conc

@@ -80,22 +80,31 @@ class Events:
                 out[name] = (t.lo, t.hi)
         return out
 
-    def resolve(self, values: dict, xp=np) -> list:
+    def constants(self) -> np.ndarray:
+        """Per event, the known number behind it (h): its time, or for an end given by a known
+        duration that duration; 0 where the number is latent."""
+        out = np.zeros(len(self.labels))
+        for i, t in enumerate(self.times):
+            if self._name(i) is None:
+                out[i] = self.durations[i][1].lo if i in self.durations else t.lo
+        return out
+
+    def resolve(self, values: dict, xp=np, constants=None) -> list:
         """Event times (h) given values of the latent timings.
 
         ``values`` maps the names of :meth:`latent` to scalars, arrays of draws or tensors; the
-        result is a list with one entry per event, broadcasting like the values.
+        result is a list with one entry per event, broadcasting like the values. ``constants``
+        (default :meth:`constants`) may be a tensor, so that a compiled model takes the known
+        times as data.
         """
+        constants = self.constants() if constants is None else constants
         times: list = []
-        for i, t in enumerate(self.times):
+        for i in range(len(self.times)):
             name = self._name(i)
+            value = values[name] if name is not None else constants[i]
             if i in self.durations:
-                start, duration = self.durations[i]
-                times.append(times[start] + (values[name] if name else duration.lo))
-            elif name is not None:
-                times.append(values[name])
-            else:
-                times.append(np.float64(t.lo))
+                value = times[self.durations[i][0]] + value
+            times.append(value)
         return times
 
 
@@ -198,7 +207,7 @@ def error_prior(prior) -> tuple[float, float]:
     return nu, scale
 
 
-def log_marginal_t(log_y, mu, nu: float, scale: float):
+def log_marginal_t(log_y, mu, nu: float, scale: float, n: int | None = None):
     """Log density of observations y (log-normal, shared σ integrated out; see error_prior).
 
     With r = log y − mu (n values) and σ² ~ InvGamma(ν/2, ν s²/2), the marginal of r is the
@@ -206,16 +215,17 @@ def log_marginal_t(log_y, mu, nu: float, scale: float):
 
         log p = lnΓ((ν + n)/2) − lnΓ(ν/2) − (n/2) log(ν π s²) − ((ν + n)/2) log(1 + Σr²/(ν s²))
 
-    minus Σ log y for the change of variable from log y to y.
+    minus Σ log y for the change of variable from log y to y. ``log_y`` may be data (a shared
+    variable); then ``n`` gives its length.
     """
     import pytensor.tensor as pt
 
-    n = len(log_y)
+    n = len(log_y) if n is None else n
     r = log_y - mu
     const = (
         math.lgamma((nu + n) / 2) - math.lgamma(nu / 2) - n / 2 * math.log(nu * math.pi * scale**2)
     )
-    return const - (nu + n) / 2 * pt.log1p((r**2).sum() / (nu * scale**2)) - float(np.sum(log_y))
+    return const - (nu + n) / 2 * pt.log1p((r**2).sum() / (nu * scale**2)) - log_y.sum()
 
 
 def clearance_prior(drug: DrugModel, kidney_function: str) -> tuple[np.ndarray, np.ndarray]:
@@ -252,8 +262,86 @@ def clearance_prior(drug: DrugModel, kidney_function: str) -> tuple[np.ndarray, 
     return mean, np.linalg.cholesky(cov)
 
 
+def _observations(case: Case) -> dict[str, list[int]]:
+    """Which levels are quantified and which below the LLOQ, and which sessions have a
+    measured recovery (indices into the case's lists)."""
+    levels = case.concentrations
+    return {
+        "quantified": [i for i, c in enumerate(levels) if not c.below_lloq],
+        "censored": [i for i, c in enumerate(levels) if c.below_lloq],
+        "measured": [i for i, s in enumerate(case.sessions) if s.amount is not None],
+    }
+
+
+def model_data(case: Case, drug: DrugModel) -> dict[str, np.ndarray]:
+    """Every number of the case that the model uses, by name (canonical units).
+
+    The model takes these as data (``pm.Data``), so that one compiled model serves every case
+    of the same :func:`structure` (see :mod:`dialyzability.compiled`). Logs are taken here.
+
+    Returns
+    -------
+    dict
+        ``event_constants`` (h, :meth:`Events.constants`), ``latent_lo``/``latent_hi`` (h, the
+        ranges of the latent timings), ``dose_amount`` (mg), ``log_weight`` (log kg, if known),
+        ``cl_mean``/``cl_chol`` (:func:`clearance_prior` of the case's kidney function),
+        ``log_a0_guess`` (log mg, cases without a dose), ``level_log_y`` and
+        ``level_log_lloq`` (log mg/L), ``urine_log_y`` and ``effluent_log_y`` (log mg).
+    """
+    ev, _, _ = case_events(case)
+    obs = _observations(case)
+    latent = ev.latent()
+    data = {
+        "event_constants": ev.constants(),
+        "latent_lo": np.array([lo for lo, _ in latent.values()], dtype=float),
+        "latent_hi": np.array([hi for _, hi in latent.values()], dtype=float),
+        "dose_amount": np.array([d.amount for d in case.doses], dtype=float),
+    }
+    mean, chol = clearance_prior(drug, case.kidney_function)
+    data["cl_mean"], data["cl_chol"] = mean, chol
+    if case.patient.weight is not None:
+        data["log_weight"] = np.array(math.log(case.patient.weight))
+    if not case.doses:
+        measured = [c.value for c in case.concentrations if c.value and not c.below_lloq]
+        c_ref = measured[0] if measured else (drug.therapeutic_high or 1.0)
+        guess = c_ref * drug.priors.volume.median * (case.patient.weight or drug.weight.median)
+        data["log_a0_guess"] = np.array(math.log(guess))
+    levels = case.concentrations
+    data["level_log_y"] = np.log([levels[i].value for i in obs["quantified"]])
+    data["level_log_lloq"] = np.log([levels[i].lloq for i in obs["censored"]])
+    data["urine_log_y"] = np.log([u.recovered for u in case.urine])
+    data["effluent_log_y"] = np.log([case.sessions[i].amount for i in obs["measured"]])
+    return {k: np.asarray(v, dtype=float) for k, v in data.items()}
+
+
+def structure(case: Case) -> dict:
+    """What fixes the shape of a case's model: the normalised case with every number replaced
+    by ``#`` (a known time stays one ``#``, a range becomes ``["#", "#"]``; presence, flags,
+    routes, modalities, matrices and the kidney class stay). Two cases with the same structure
+    differ only in :func:`model_data`."""
+
+    def blank(obj):
+        if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+            return obj
+        if isinstance(obj, int | float):
+            return "#"
+        if isinstance(obj, list):
+            return [blank(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: blank(v) for k, v in obj.items()}
+        return repr(type(obj))
+
+    out = blank(case.to_json())
+    for key in ("id", "reference", "doi", "clock", "notes"):  # free text
+        out.pop(key, None)
+    return out
+
+
 def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
     """Build the PyMC model of one case (see the module docstring).
+
+    Every number of the case enters as data (:func:`model_data`); the rest of the graph
+    depends only on the case's :func:`structure` and the drug model.
 
     Parameters
     ----------
@@ -267,24 +355,29 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
 
     drug = drug or load_drug(case.drug)
     ev, design, windows = case_events(case)
+    obs = _observations(case)
     modalities = case.modalities
     coords = {"modality": modalities} if modalities else {}
     with pm.Model(coords=coords) as model:
+        data = {
+            name: pm.Data(name, value, shape=value.shape)
+            for name, value in model_data(case, drug).items()
+        }
         # body size
         if case.patient.weight is not None:
-            weight = case.patient.weight
-            log_w70 = math.log(weight / 70.0)
+            log_weight = data["log_weight"]
         else:
-            weight = pm.Deterministic("weight", _lognormal(pm, "weight", drug.weight))
-            log_w70 = pt.log(weight / 70.0)
+            z_w = pm.Normal("weight_z", 0.0, 1.0)
+            log_weight = math.log(drug.weight.median) + drug.weight.sigma * z_w
+            pm.Deterministic("weight", pt.exp(log_weight))
+        log_w70 = log_weight - math.log(70.0)
         p = drug.priors
         volume = pm.Deterministic(
-            "volume", _lognormal(pm, "volume", p.volume) * weight
+            "volume", _lognormal(pm, "volume", p.volume) * pt.exp(log_weight)
         )  # L/kg x kg
         # renal and non-renal clearance as one bivariate log-normal (see clearance_prior)
-        mean, chol = clearance_prior(drug, case.kidney_function)
         z_cl = pm.Normal("clearance_z", 0.0, 1.0, shape=2)
-        log_cl = mean + 0.75 * log_w70 + pt.dot(chol, z_cl)
+        log_cl = data["cl_mean"] + 0.75 * log_w70 + pt.dot(data["cl_chol"], z_cl)
         cl_renal = pm.Deterministic("cl_renal", pt.exp(log_cl[0]))
         cl_nonrenal = pm.Deterministic("cl_nonrenal", pt.exp(log_cl[1]))
         ka = pm.Deterministic("ka", _lognormal(pm, "ka", p.ka))
@@ -303,19 +396,29 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
             cl_ectr = pt.zeros(1)
 
         # event times: fixed, or uniform on the reported range
-        latent = ev.latent()
-        values = {name: pm.Uniform(name, lo, hi) for name, (lo, hi) in latent.items()}
-        times_v = pt.stack(ev.resolve(values, xp=pt))
+        values = {
+            name: pm.Uniform(name, data["latent_lo"][i], data["latent_hi"][i])
+            for i, name in enumerate(ev.latent())
+        }
+        times_v = pt.stack(ev.resolve(values, xp=pt, constants=data["event_constants"]))
 
         a0 = 0.0
         if not case.doses:
-            measured = [c.value for c in case.concentrations if c.value and not c.below_lloq]
-            c_ref = measured[0] if measured else (drug.therapeutic_high or 1.0)
-            guess = c_ref * p.volume.median * (case.patient.weight or drug.weight.median)
             z_a0 = pm.Normal("a0_z", 0.0, 1.0)
-            a0 = pm.Deterministic("a0", pt.exp(math.log(guess) + 1.5 * z_a0))
+            a0 = pm.Deterministic("a0", pt.exp(data["log_a0_guess"] + 1.5 * z_a0))
 
-        out = solve(times_v, design, volume, cl_renal + cl_nonrenal, cl_ectr, ka, f, a0, xp=pt)
+        out = solve(
+            times_v,
+            design,
+            volume,
+            cl_renal + cl_nonrenal,
+            cl_ectr,
+            ka,
+            f,
+            a0,
+            xp=pt,
+            dose_amount=data["dose_amount"],
+        )
         auc = out["auc"]
         pm.Deterministic("removed_renal", cl_renal * auc[windows["course"]])
         if case.sessions:
@@ -327,29 +430,38 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
         if case.concentrations:
             pm.Deterministic("pred_level", out["conc"])  # mg/L at each level's time
             log_conc = pt.log(pt.maximum(out["conc"], 1e-12))
-            quantified = [i for i, c in enumerate(case.concentrations) if not c.below_lloq]
-            censored = [i for i, c in enumerate(case.concentrations) if c.below_lloq]
             nu, scale = error_prior(drug.errors["level"])
-            if quantified:
-                y = np.array([case.concentrations[i].value for i in quantified])
+            if obs["quantified"]:
                 pm.Potential(
-                    "obs_level", log_marginal_t(np.log(y), log_conc[quantified], nu, scale)
+                    "obs_level",
+                    log_marginal_t(
+                        data["level_log_y"],
+                        log_conc[obs["quantified"]],
+                        nu,
+                        scale,
+                        len(obs["quantified"]),
+                    ),
                 )
-            if censored:
-                lloq = np.log([case.concentrations[i].lloq for i in censored])
-                dist = pm.StudentT.dist(nu=nu, mu=log_conc[censored], sigma=scale)
-                pm.Potential("obs_level_below_lloq", pm.logcdf(dist, lloq).sum())
+            if obs["censored"]:
+                dist = pm.StudentT.dist(nu=nu, mu=log_conc[obs["censored"]], sigma=scale)
+                pm.Potential("obs_level_below_lloq", pm.logcdf(dist, data["level_log_lloq"]).sum())
         if case.urine:
             pred = pm.Deterministic("pred_urine", cl_renal * auc[np.array(windows["urine"])])
-            y = np.array([u.recovered for u in case.urine])
             nu, scale = error_prior(drug.errors["urine"])
-            pm.Potential("obs_urine", log_marginal_t(np.log(y), pt.log(pred), nu, scale))
-        measured = [i for i, s in enumerate(case.sessions) if s.amount is not None]
-        if measured:
-            y = np.array([case.sessions[i].amount for i in measured])
+            pm.Potential(
+                "obs_urine",
+                log_marginal_t(data["urine_log_y"], pt.log(pred), nu, scale, len(case.urine)),
+            )
+        if obs["measured"]:
             nu, scale = error_prior(drug.errors["effluent"])
             pm.Potential(
                 "obs_effluent",
-                log_marginal_t(np.log(y), pt.log(pred_effluent[measured]), nu, scale),
+                log_marginal_t(
+                    data["effluent_log_y"],
+                    pt.log(pred_effluent[obs["measured"]]),
+                    nu,
+                    scale,
+                    len(obs["measured"]),
+                ),
             )
-    return CaseModel(case, drug, model, ev, design, windows, latent)
+    return CaseModel(case, drug, model, ev, design, windows, ev.latent())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kinetics import concentration_at, solve
+from .kinetics import BatchDesign, concentration_at, solve_batch
 from .model import case_events
 
 
@@ -62,15 +62,22 @@ def flat_draws(fit, max_draws: int | None = None) -> Draws:
     )
 
 
+#: draws solved at once (bounds the memory of the batched kinetics: ~ draws x points x events)
+_CHUNK = 500
+
+
 def solutions(fit, ectr: bool = True, max_draws: int | None = None):
-    """Yield (draws, i, solution) for each (thinned) draw: the numpy :func:`solve` of that draw,
-    with its extracorporeal clearances, or with none when ``ectr`` is False."""
+    """Yield (draws, rows, solution) by chunks of (thinned) draws: the numpy
+    :func:`~dialyzability.kinetics.solve_batch` of those draws (``rows`` index ``draws``), with
+    their extracorporeal clearances, or with none when ``ectr`` is False."""
     _, design, _ = case_events(fit.case)
     d = flat_draws(fit, max_draws)
-    for i in range(len(d)):
-        cl_ectr = d.cl_ectr[i] if ectr else np.zeros_like(d.cl_ectr[i])
-        args = (d.volume[i], d.cl[i], cl_ectr, d.ka[i], d.bioavailability[i], d.a0[i])
-        yield d, i, solve(d.times[i], design, *args)
+    for start in range(0, len(d), _CHUNK):
+        rows = np.arange(start, min(start + _CHUNK, len(d)))
+        batch = BatchDesign.stack([design] * len(rows))
+        cl_ectr = d.cl_ectr[rows] if ectr else np.zeros_like(d.cl_ectr[rows])
+        args = (d.volume[rows], d.cl[rows], cl_ectr, d.ka[rows], d.bioavailability[rows])
+        yield d, rows, solve_batch(d.times[rows], batch, *args, d.a0[rows])
 
 
 def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.ndarray:
@@ -78,11 +85,12 @@ def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.nd
 
     With ``ectr=False`` the same draws without any extracorporeal clearance.
     """
-    rows = [
-        concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], query)
-        for d, i, sol in solutions(fit, ectr, max_draws)
+    query = np.asarray(query, dtype=float)
+    parts = [
+        concentration_at(sol, d.volume[r], d.cl[r], d.ka[r], query)
+        for d, r, sol in solutions(fit, ectr, max_draws)
     ]
-    return np.array(rows).reshape(-1, len(query))
+    return np.concatenate(parts).reshape(-1, len(query))
 
 
 def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> np.ndarray:
@@ -93,26 +101,33 @@ def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> n
     A draw whose level never exceeds the threshold gets the first event's time.
     """
     out = []
-    for d, i, sol in solutions(fit, ectr):
-        thalf = math.log(2) * d.volume[i] / d.cl[i]
-        t = np.linspace(d.times[i].min(), d.times[i].max() + 12 * thalf, points)
+    for d, r, sol in solutions(fit, ectr):
+        thalf = math.log(2) * d.volume[r] / d.cl[r]
+        lo, hi = d.times[r].min(axis=1), d.times[r].max(axis=1) + 12 * thalf
+        t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, points)[None, :]
         out.append(
-            _last_crossing(t, concentration_at(sol, d.volume[i], d.cl[i], d.ka[i], t), threshold)
+            _last_crossing(t, concentration_at(sol, d.volume[r], d.cl[r], d.ka[r], t), threshold)
         )
-    return np.array(out)
+    return np.concatenate(out)
 
 
-def _last_crossing(t: np.ndarray, c: np.ndarray, threshold: float) -> float:
-    """Time after which ``c`` stays below ``threshold`` (log-linear between grid points)."""
-    above = np.nonzero(c > threshold)[0]
-    if len(above) == 0:
-        return float(t[0])
-    j = above[-1]
-    if j == len(t) - 1:
-        return float(t[-1])
-    c1, c2 = c[j], max(c[j + 1], 1e-300)
-    frac = math.log(c1 / threshold) / math.log(c1 / c2) if c1 > c2 else 0.0
-    return float(t[j] + frac * (t[j + 1] - t[j]))
+def _last_crossing(t: np.ndarray, c: np.ndarray, threshold: float) -> np.ndarray:
+    """Per row, the time after which ``c`` stays below ``threshold`` (log-linear between grid
+    points); ``t`` and ``c`` are (rows, points)."""
+    above = c > threshold
+    points = t.shape[1]
+    j = points - 1 - np.argmax(above[:, ::-1], axis=1)  # last point above
+    j_next = np.minimum(j + 1, points - 1)
+    c1 = np.take_along_axis(c, j[:, None], 1)[:, 0]
+    c2 = np.maximum(np.take_along_axis(c, j_next[:, None], 1)[:, 0], 1e-300)
+    t1 = np.take_along_axis(t, j[:, None], 1)[:, 0]
+    t2 = np.take_along_axis(t, j_next[:, None], 1)[:, 0]
+    falling = c1 > c2
+    ratio = np.where(falling, c1 / np.where(falling, c2, 1.0), 2.0)
+    frac = np.where(falling, np.log(np.maximum(c1, 1e-300) / threshold) / np.log(ratio), 0.0)
+    out = t1 + frac * (t2 - t1)
+    out = np.where(j == points - 1, t[:, -1], out)
+    return np.where(above.any(axis=1), out, t[:, 0])
 
 
 def toxicity_draws(fit, threshold: float) -> dict[str, np.ndarray]:

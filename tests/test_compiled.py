@@ -1,0 +1,186 @@
+"""The compile cache: one compiled model per structure, with each case's numbers as its data.
+
+The machine code taken from the cache is called directly (as nutpie calls it) and compared with
+the log density and gradient of a PyMC model freshly built for the same case.
+"""
+
+import ctypes
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dialyzability import compiled
+from dialyzability.case import parse_case
+from dialyzability.drugs import load_drug
+from dialyzability.model import build_model, structure
+
+_SIGNATURE = ctypes.CFUNCTYPE(
+    ctypes.c_int64,
+    ctypes.c_uint64,
+    ctypes.POINTER(ctypes.c_double),
+    ctypes.POINTER(ctypes.c_double),
+    ctypes.POINTER(ctypes.c_double),
+    ctypes.c_void_p,
+)
+
+
+def _call(model, x):
+    """(logp, gradient) of a nutpie compiled model at the unconstrained point ``x``."""
+    f = _SIGNATURE(model.compiled_logp_func.address)
+    x = np.ascontiguousarray(x, dtype=float)
+    grad, logp = np.zeros_like(x), np.zeros(1)
+    ptr = ctypes.POINTER(ctypes.c_double)
+    code = f(
+        len(x),
+        x.ctypes.data_as(ptr),
+        grad.ctypes.data_as(ptr),
+        logp.ctypes.data_as(ptr),
+        model.user_data.ctypes.data,
+    )
+    assert code == 0
+    return logp[0], grad
+
+
+def _fresh(case, drug, model):
+    """x -> (logp, gradient) of a freshly built PyMC model of ``case``, x laid out as in the
+    compiled ``model``."""
+    pm_model = build_model(case, drug).model
+    logp = pm_model.compile_logp(jacobian=True)
+    dlogp = pm_model.compile_dlogp(jacobian=True)
+    names, slices, shapes = model.shape_info
+
+    def at(x):
+        point, used = {}, 0
+        for name, sl, shape in zip(names, slices, shapes, strict=True):
+            if used == model.n_dim:
+                break
+            point[name] = x[sl].reshape(shape)
+            used = sl.stop
+        return float(logp(point)), np.asarray(dlogp(point))
+
+    return at
+
+
+def _variant(raw):
+    """The case with every number changed: dose, level, both ranges, weight."""
+    raw["doses"][0]["amount"] = "900 mg"
+    raw["concentrations"][0]["value"] = "1.4 mg/L"
+    raw["urine"][0]["start_h"] = [4, 9]
+    raw["sessions"][0]["start_h"] = [20, 26]
+    raw["patient"]["weight"] = "63 kg"
+    return raw
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(tmp_path))
+    monkeypatch.setattr(compiled, "_MEMORY", {})
+    return tmp_path
+
+
+def test_same_structure_reuses_the_code_with_the_new_numbers(cache, lee_raw):
+    """Lee 2020 and a variant with every number changed (dose, level, ranges, weight): one
+    compilation; the cached code gives the variant's own log density and gradient."""
+    drug = load_drug("baclofen")
+    case = parse_case(lee_raw, "lee.toml")
+    other = parse_case(_variant(lee_raw), "variant.toml")
+    assert structure(case) == structure(other)
+    assert compiled.cache_key(case, drug) == compiled.cache_key(other, drug)
+    first, hit_first = compiled.compiled_model(case, drug)
+    compiled._MEMORY.clear()  # the second look-up reads the file
+    second, hit_second = compiled.compiled_model(other, drug)
+    assert (hit_first, hit_second) == (False, True)
+    assert len(list(cache.glob("*.nutpie"))) == 1
+    rng = np.random.default_rng(5)
+    fresh = [(first, _fresh(case, drug, first)), (second, _fresh(other, drug, second))]
+    for _ in range(3):
+        x = rng.normal(0.0, 0.7, size=second.n_dim)
+        for model, at in fresh:
+            logp, grad = _call(model, x)
+            want, want_grad = at(x)
+            assert logp == pytest.approx(want, rel=1e-10, abs=1e-10)
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-8, atol=1e-10)
+        # and the two cases really differ at this point
+        assert _call(first, x)[0] != pytest.approx(_call(second, x)[0], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r["concentrations"].append({"time_h": 20, "value": "0.5 mg/L"}),
+        lambda r: r["sessions"][0].update(start_h=16),  # a range becomes a known time
+        lambda r: r["sessions"][0].update(modality="CVVH"),
+        lambda r: r["patient"].pop("weight"),
+        lambda r: r["concentrations"][0].update(below_lloq=True, lloq="0.1 mg/L"),
+    ],
+    ids=["extra level", "known start", "modality", "no weight", "censored"],
+)
+def test_a_different_structure_has_another_key(lee_raw, change):
+    drug = load_drug("baclofen")
+    case = parse_case(lee_raw, "lee.toml")
+    change(lee_raw)
+    other = parse_case(lee_raw, "other.toml")
+    assert compiled.cache_key(case, drug) != compiled.cache_key(other, drug)
+
+
+def test_free_text_does_not_change_the_key(lee_raw):
+    drug = load_drug("baclofen")
+    case = parse_case(lee_raw, "lee.toml")
+    lee_raw.update(id="another", reference="Someone 2030", notes="n")
+    assert compiled.cache_key(case, drug) == compiled.cache_key(parse_case(lee_raw, "x"), drug)
+
+
+# a small structure (one iv dose, two levels) so that the races below compile quickly
+SMALL = {
+    "id": "small",
+    "drug": "lithium",
+    "patient": {"weight": "70 kg"},
+    "doses": [{"time_h": 0, "amount": "500 mg", "route": "iv"}],
+    "concentrations": [
+        {"time_h": 2, "value": "4 mg/L"},
+        {"time_h": [10, 12], "value": "2 mg/L"},
+    ],
+}
+
+
+def test_an_unreadable_entry_is_compiled_again(cache):
+    case = parse_case(SMALL, "small.toml")
+    drug = load_drug(case.drug)
+    path = cache / f"{compiled.cache_key(case, drug)}.nutpie"
+    path.write_bytes(b"not a cache entry")
+    model, hit = compiled.compiled_model(case, drug)
+    assert not hit
+    assert path.stat().st_size > 1000
+    logp, _ = _call(model, np.zeros(model.n_dim))
+    assert np.isfinite(logp)
+
+
+def test_two_processes_compiling_at_once_both_succeed(cache):
+    """Two fresh processes compile the same structure into an empty cache at the same time:
+    both get a working model, one complete entry remains and no temporary file."""
+    script = (
+        "import sys\n"
+        "from dialyzability.case import parse_case\n"
+        "from dialyzability.compiled import compiled_model\n"
+        "from dialyzability.drugs import load_drug\n"
+        f"case = parse_case({SMALL!r}, 'small.toml')\n"
+        "model, hit = compiled_model(case, load_drug(case.drug))\n"
+        "print(model.n_dim, hit)\n"
+    )
+    env = {**os.environ, "DIALYZABILITY_CACHE": str(cache)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    n_dims = {o.split()[0] for o in outputs}
+    assert len(n_dims) == 1
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 1 and files[0].endswith(".nutpie")
+    # and a third process now finds it
+    third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert third.stdout.split() == [n_dims.pop(), "True"]
