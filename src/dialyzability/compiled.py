@@ -38,7 +38,7 @@ from .files import write_whole
 #: bump when the layout of a cache entry changes
 FORMAT = 1
 #: modules whose code shapes the compiled graph (their source is part of the key)
-_GRAPH_MODULES = ("model.py", "kinetics.py", "compiled.py", "drugs.py")
+_GRAPH_MODULES = ("model.py", "kinetics.py", "kernel.py", "compiled.py", "drugs.py")
 _PACKAGES = ("pymc", "pytensor", "nutpie", "numba", "llvmlite", "numpy", "scipy")
 _MEMORY: dict[str, object] = {}
 

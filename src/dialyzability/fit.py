@@ -338,7 +338,6 @@ def sample_compiled(case: Case, drug: DrugModel, config: dict, progressbar: bool
         target_accept=config["target_accept"],
         progress_bar=progressbar,
         save_warmup=False,
-        low_rank_modified_mass_matrix=True,
     )
 
 
@@ -387,7 +386,9 @@ def fit(
     if config["sampler"] == "nutpie":
         idata = sample_compiled(case, drug, config, progressbar)
     else:
-        idata = sample(build_model(case, drug).model, config, progressbar)
+        # PyMC's JAX path (numpyro) needs the kinetics as PyTensor expressions
+        kinetics = "graph" if config["sampler"] == "numpyro" else "kernel"
+        idata = sample(build_model(case, drug, kinetics).model, config, progressbar)
     latent_times = case_events(case)[0].latent()
     attrs = {
         "dialyzability_version": __version__,

@@ -337,7 +337,33 @@ def structure(case: Case) -> dict:
     return out
 
 
-def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
+def _kernel_solve(times, design: Design, volume, cl, cl_ectr, ka, f, a0, dose_amount) -> dict:
+    """:func:`~dialyzability.kinetics.solve`'s ``conc`` and ``auc`` by the compiled kernel (a
+    batch of one case)."""
+    import pytensor.tensor as pt
+
+    from .kernel import solve_op
+    from .kinetics import BatchDesign
+
+    def one(x):
+        return pt.reshape(pt.as_tensor_variable(x, dtype="float64"), (1,))
+
+    amounts = dose_amount[None, :] if design.dose_event else pt.zeros((1, 1))
+    out = solve_op(
+        times[None, :],
+        BatchDesign.stack([design]),
+        one(volume),
+        one(cl),
+        cl_ectr[None, :],
+        one(ka),
+        one(f),
+        one(a0),
+        amounts,
+    )
+    return {"conc": out["conc"][0, : len(design.samples)], "auc": out["auc"][0]}
+
+
+def build_model(case: Case, drug: DrugModel | None = None, kinetics: str = "kernel") -> CaseModel:
     """Build the PyMC model of one case (see the module docstring).
 
     Every number of the case enters as data (:func:`model_data`); the rest of the graph
@@ -349,6 +375,11 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
         A validated case.
     drug
         Its drug model; loaded from ``case.drug`` when not given.
+    kinetics
+        ``"kernel"``: the kinetics as one compiled operation with its hand-written gradient
+        (:mod:`dialyzability.kernel`; fast, every backend but JAX); ``"graph"``: as PyTensor
+        array expressions (:func:`~dialyzability.kinetics.solve`; any backend, JAX included).
+        Both give the same log density.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -407,18 +438,24 @@ def build_model(case: Case, drug: DrugModel | None = None) -> CaseModel:
             z_a0 = pm.Normal("a0_z", 0.0, 1.0)
             a0 = pm.Deterministic("a0", pt.exp(data["log_a0_guess"] + 1.5 * z_a0))
 
-        out = solve(
-            times_v,
-            design,
-            volume,
-            cl_renal + cl_nonrenal,
-            cl_ectr,
-            ka,
-            f,
-            a0,
-            xp=pt,
-            dose_amount=data["dose_amount"],
-        )
+        cl = cl_renal + cl_nonrenal
+        if kinetics == "graph":
+            out = solve(
+                times_v,
+                design,
+                volume,
+                cl,
+                cl_ectr,
+                ka,
+                f,
+                a0,
+                xp=pt,
+                dose_amount=data["dose_amount"],
+            )
+        else:
+            out = _kernel_solve(
+                times_v, design, volume, cl, cl_ectr, ka, f, a0, data["dose_amount"]
+            )
         auc = out["auc"]
         pm.Deterministic("removed_renal", cl_renal * auc[windows["course"]])
         if case.sessions:

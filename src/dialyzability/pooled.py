@@ -25,6 +25,7 @@ import numpy as np
 
 from .case import Case
 from .drugs import DrugModel, load_drug
+from .kernel import solve_op
 from .kinetics import BatchDesign, solve_batch
 from .model import case_events, clearance_prior, error_prior
 
@@ -72,8 +73,11 @@ def log_marginal_t_batch(log_y, mask, mu, nu: float, scale: float):
     return (const - (nu + n) / 2 * pt.log1p((r**2).sum(axis=1) / (nu * scale**2))).sum()
 
 
-def build_pooled_model(cases: list[Case], drug: DrugModel | None = None) -> PooledModel:
-    """Build the hierarchical model of ``cases`` (all of one drug)."""
+def build_pooled_model(
+    cases: list[Case], drug: DrugModel | None = None, kinetics: str = "kernel"
+) -> PooledModel:
+    """Build the hierarchical model of ``cases`` (all of one drug); ``kinetics`` as in
+    :func:`~dialyzability.model.build_model` (``"graph"`` for PyMC's JAX path)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -123,9 +127,9 @@ def build_pooled_model(cases: list[Case], drug: DrugModel | None = None) -> Pool
                 probe = ev.resolve({k: float(k == name) for k in names})[e] - basis[e]
                 if probe:
                     scatter.append((i, e, order[name]))
-    m_scatter = np.zeros((n_cases * n, max(len(latent), 1)))
-    for i, e, k in scatter:
-        m_scatter[i * n + e, k] = 1.0
+    # flat event index and latent index of each (event, latent timing) pair
+    scatter_rows = np.array([i * n + e for i, e, _ in scatter], dtype=int)
+    scatter_cols = np.array([k for _, _, k in scatter], dtype=int)
 
     p = drug.priors
     known_w = np.array([c.patient.weight or 0.0 for c in cases])
@@ -201,11 +205,18 @@ def build_pooled_model(cases: list[Case], drug: DrugModel | None = None) -> Pool
         if latent:
             bounds = np.array([(lo, hi) for _, _, lo, hi in latent.values()])
             t_latent = pm.Uniform("t_latent", bounds[:, 0], bounds[:, 1], shape=len(latent))
-            times = (t0.ravel() + pt.dot(m_scatter, t_latent)).reshape((n_cases, n))
+            # sparse scatter-add (an event's time may add several latent values)
+            flat = pt.inc_subtensor(pt.as_tensor(t0.ravel())[scatter_rows], t_latent[scatter_cols])
+            times = flat.reshape((n_cases, n))
         else:
             times = pt.as_tensor_variable(t0)
 
-        out = solve_batch(times, batch, volume, cl_renal + cl_nonrenal, cl_ectr, ka, f, a0, xp=pt)
+        cl = cl_renal + cl_nonrenal
+        if kinetics == "graph":
+            out = solve_batch(times, batch, volume, cl, cl_ectr, ka, f, a0, xp=pt)
+        else:
+            dose_amount = np.asarray(batch.dose_amount, dtype=float)
+            out = solve_op(times, batch, volume, cl, cl_ectr, ka, f, a0, dose_amount)
         auc = out["auc"]
 
         # observations, padded per case with masks
@@ -375,7 +386,9 @@ def fit_pooled(
     from .quantities import HDI_PROB
 
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
-    built = build_pooled_model(cases)
+    built = build_pooled_model(
+        cases, kinetics="graph" if config["sampler"] == "numpyro" else "kernel"
+    )
     idata = sample(built.model, config, progressbar)
     idata.attrs.update(
         {
