@@ -8,7 +8,11 @@ and chains:
 
 * ``dialyzability (warm)``: the founding case end to end through the CLI (``dialyzability fit``:
   fit, summary, figures, reports), its compiled model already in the compile cache;
-* ``dialyzability (cold)``: the same with an empty compile cache and an empty PyTensor cache;
+* ``dialyzability (cold)``: the same with an empty compile cache (dialyzability's cache of
+  compiled models empty; the numba and PyTensor caches of the kernels and operations, which
+  any earlier fit of any structure fills, warm);
+* ``dialyzability (first run)``: every cache empty (dialyzability's, numba's, PyTensor's), as on
+  a fresh installation;
 * ``PyMC default NUTS``: the same CLI with ``--sampler pymc`` (PyMC's own NUTS, C backend, its
   PyTensor cache warm): the baseline; "x baseline" is its median wall time over each row's;
 * ``Stan (pystan 3)``: the same model written in Stan (``benchmarks/peers/case.stan``, the log
@@ -152,15 +156,24 @@ def main() -> None:
             print(json.dumps(r), flush=True)
 
         if "cold" not in args.skip:
+            first = []
+            for s in seeds:
+                shutil.rmtree(cache, ignore_errors=True)
+                env = {
+                    "DIALYZABILITY_CACHE": str(cache),
+                    "NUMBA_CACHE_DIR": str(work / f"numba-{s}"),
+                    "PYTENSOR_FLAGS": f"base_compiledir={work / f'pytensor-{s}'}",
+                }
+                first.append(cli_fit([*settings, "--seed", str(s)], env, work))
+            report(row("dialyzability (first run)", first))
             cold = []
             for s in seeds:
                 shutil.rmtree(cache, ignore_errors=True)
-                fresh = work / f"pytensor-{s}"
-                env = {
-                    "DIALYZABILITY_CACHE": str(cache),
-                    "PYTENSOR_FLAGS": f"base_compiledir={fresh}",
-                }
-                cold.append(cli_fit([*settings, "--seed", str(s)], env, work))
+                cold.append(
+                    cli_fit(
+                        [*settings, "--seed", str(s)], {"DIALYZABILITY_CACHE": str(cache)}, work
+                    )
+                )
             report(row("dialyzability (cold)", cold))
         env = {"DIALYZABILITY_CACHE": str(cache)}
         cli_fit([*settings, "--seed", "0"], env, work)  # fills the cache if --skip cold

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -128,16 +130,49 @@ def _threshold(text: str | None, case) -> float | None:
         raise CaseError("--threshold", str(exc)) from None
 
 
+def _in_parallel(task):
+    """Start ``task()`` in a forked process (the machine's other core) and return a function
+    that waits for it and raises if it failed; without fork, run it now."""
+    if not hasattr(os, "fork"):
+        task()
+        return lambda: None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: do the task, never return into the caller
+        code = 1
+        try:
+            task()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def wait():
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError("writing the figures failed (see the message above)")
+
+    return wait
+
+
 def _write_outputs(result, out: Path, hdi: float) -> None:
-    """summary.json, summary.csv, figures and reports of a fit, each file whole."""
-    from .plots import write_figures
+    """summary.json, summary.csv, figures and reports of a fit, each file whole. The figures
+    are drawn in a second process while the summary is computed."""
+    from .plots import FIGURES, write_figures
     from .report import write_report
 
-    summary = result.summary(hdi)
     out.mkdir(parents=True, exist_ok=True)
+    _ = result.posterior  # the draws that both need, computed once before the fork
+    figures_done = _in_parallel(lambda: write_figures(result, out))
+    summary = result.summary(hdi)
     write_text_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
     write_text_whole(out / "summary.csv", summary.to_csv())
-    figures = write_figures(result, out)
+    figures_done()
+    figures = [out / name for name in FIGURES]
     reports = write_report(result, summary, out, [p.name for p in figures])
     print(summary.table())
     names = ", ".join(p.name for p in [*figures, *reports])

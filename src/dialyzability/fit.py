@@ -305,6 +305,14 @@ def sample(model, config: dict, progressbar: bool = False):
     kwargs = {"nuts_sampler": config["sampler"]}
     if config["sampler"] == "pymc":
         kwargs["compute_convergence_checks"] = False  # the gate below checks every fit
+    if config["sampler"] == "numpyro":
+        # JAX's persistent compilation cache, beside the compiled models
+        import jax
+
+        from .compiled import cache_dir
+
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     with model:
         return pm.sample(
             draws=config["draws"],

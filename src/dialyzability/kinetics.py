@@ -23,8 +23,10 @@ D is evaluated in a form that is exact at a == b and has finite gradients there 
 events is not fixed: :func:`solve` ranks the event times at every evaluation (by pairwise
 comparison, so no sort operation sits in the gradient's path) and follows that order, so any order
 is handled exactly. The whole computation is vectorised (no loop over intervals)
-and is written once against an array namespace ``xp``: ``numpy`` for simulation and checks,
-``pytensor.tensor`` inside the PyMC model.
+and is written once against an array namespace ``xp``: ``numpy`` for simulation, checks and the
+posterior's curves, ``pytensor.tensor`` inside the PyMC model when it is sampled through JAX. For
+the other backends the model uses the same solution as one compiled operation with a
+hand-written gradient (:mod:`dialyzability.kernel`), checked against this one.
 """
 
 from __future__ import annotations

@@ -46,10 +46,11 @@ class UnitError(ValueError):
 
 @cache
 def registry():
-    """The shared pint unit registry (built once, on first use)."""
+    """The shared pint unit registry (built once, on first use; pint keeps its parsed unit
+    definitions in its own cache directory, which makes building it several times faster)."""
     import pint
 
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=False, cache_folder=None)
+    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=False, cache_folder=":auto:")
     ureg.define("mcg = microgram")
     return ureg
 
