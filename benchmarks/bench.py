@@ -214,7 +214,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        speed = f"{base / r['median']:.1f}" if base else "-"
+        single = not r["name"].startswith("pooled")
+        speed = f"{base / r['median']:.1f}" if base and single else "-"
         ess = f"{r['ess_ratio']:.0f}" if r["ess_ratio"] is not None else "-"
         rhat = f"{r['r_hat_max']:.3f}" if r["r_hat_max"] is not None else "-"
         print(

@@ -20,6 +20,7 @@ import numpy as np
 
 from dialyzability.case import load_case
 from dialyzability.drugs import load_drug
+from dialyzability.fit import DEFAULT_SAMPLER_CONFIG
 from dialyzability.model import _observations, case_events, error_prior, model_data
 
 PROGRAM = Path(__file__).with_name("case.stan")
@@ -150,6 +151,12 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument(
+        "--target-accept",
+        type=float,
+        default=DEFAULT_SAMPLER_CONFIG["target_accept"],
+        help="Stan's adapt delta (default: dialyzability's target_accept)",
+    )
     args = parser.parse_args()
     case = load_case(args.case)
     drug = load_drug(case.drug)
@@ -161,7 +168,12 @@ def main() -> None:
     start = time.perf_counter()
     posterior = build(case, drug, args.seed)
     built = time.perf_counter()
-    fit = posterior.sample(num_chains=args.chains, num_warmup=args.tune, num_samples=args.draws)
+    fit = posterior.sample(
+        num_chains=args.chains,
+        num_warmup=args.tune,
+        num_samples=args.draws,
+        delta=args.target_accept,
+    )
     done = time.perf_counter()
     import arviz as az
 

@@ -32,7 +32,7 @@ SAMPLERS: tuple[str, ...] = Sampler.__args__
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
 
-DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.8}
+DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.9}
 
 
 def available_sampler(requested: str = "auto") -> str:
