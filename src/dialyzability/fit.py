@@ -297,6 +297,12 @@ def sampler_config(
     }
 
 
+def kinetics_for(sampler: str) -> str:
+    """How a model should write its kinetics for a backend: as PyTensor expressions for PyMC's
+    JAX path (numpyro), else as the compiled kernel (:mod:`dialyzability.kernel`)."""
+    return "graph" if sampler == "numpyro" else "kernel"
+
+
 def sample(model, config: dict, progressbar: bool = False):
     """NUTS on ``model`` with the draws, tune, chains, seed, sampler and target_accept of
     ``config``; returns the InferenceData."""
@@ -394,9 +400,8 @@ def fit(
     if config["sampler"] == "nutpie":
         idata = sample_compiled(case, drug, config, progressbar)
     else:
-        # PyMC's JAX path (numpyro) needs the kinetics as PyTensor expressions
-        kinetics = "graph" if config["sampler"] == "numpyro" else "kernel"
-        idata = sample(build_model(case, drug, kinetics).model, config, progressbar)
+        model = build_model(case, drug, kinetics_for(config["sampler"])).model
+        idata = sample(model, config, progressbar)
     latent_times = case_events(case)[0].latent()
     attrs = {
         "dialyzability_version": __version__,

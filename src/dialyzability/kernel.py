@@ -269,10 +269,9 @@ def _op_classes():
     class _Base(Op):
         __props__ = ("key",)
 
-        def __init__(self, design: BatchDesign):
-            self.arrays = _design_arrays(design)
-            self.key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in self.arrays)
-            self.n_cases, self.n_events = design.n_cases, design.n_events
+        def __init__(self, arrays: tuple, n_cases: int):
+            self.arrays, self.n_cases = arrays, n_cases
+            self.key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrays)
 
     class _Kinetics(_Base):
         """conc (C, L), auc (C, W) = the kinetics of a batch of cases (see the module)."""
@@ -293,19 +292,15 @@ def _op_classes():
             conc, auc = forward(*[np.asarray(x, dtype=float) for x in inputs], self.arrays)
             outputs[0][0], outputs[1][0] = conc, auc
 
-        def grad(self, inputs, output_grads):
+        def L_op(self, inputs, outputs, output_grads):
             g = [
                 pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
-                for out, g in zip(self(*inputs), output_grads, strict=True)
+                for out, g in zip(outputs, output_grads, strict=True)
             ]
-            return KineticsGrad(self)(*inputs, *g)
+            return KineticsGrad(self.arrays, self.n_cases)(*inputs, *g)
 
     class _KineticsGrad(_Base):
         """The vector-Jacobian product of :class:`Kinetics`: one gradient per float input."""
-
-        def __init__(self, forward_op):
-            self.arrays, self.key = forward_op.arrays, forward_op.key
-            self.n_cases, self.n_events = forward_op.n_cases, forward_op.n_events
 
         def make_node(self, *inputs):
             inputs = [pt.as_tensor_variable(x).astype("float64") for x in inputs]
@@ -347,5 +342,6 @@ def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_am
     PyTensor node (tensors in, tensors out; shapes as in ``solve_batch``, ``dose_amount``
     (C, D) padded like ``design``)."""
     kinetics, _ = _op_classes()
-    conc, auc = kinetics(design)(times, volume, cl, cl_ectr, ka, f, a0, dose_amount)
+    op = kinetics(_design_arrays(design), design.n_cases)
+    conc, auc = op(times, volume, cl, cl_ectr, ka, f, a0, dose_amount)
     return {"conc": conc, "auc": auc}

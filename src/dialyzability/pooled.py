@@ -382,13 +382,11 @@ def fit_pooled(
     import json
 
     from . import __version__
-    from .fit import sample, sampler_config
+    from .fit import kinetics_for, sample, sampler_config
     from .quantities import HDI_PROB
 
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
-    built = build_pooled_model(
-        cases, kinetics="graph" if config["sampler"] == "numpyro" else "kernel"
-    )
+    built = build_pooled_model(cases, kinetics=kinetics_for(config["sampler"]))
     idata = sample(built.model, config, progressbar)
     idata.attrs.update(
         {
