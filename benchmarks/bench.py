@@ -18,7 +18,7 @@ and chains:
 * ``Stan (pystan 3)``: the same model written in Stan (``benchmarks/peers/case.stan``, the log
   density checked equal to PyMC's by ``benchmarks/peers/stan_case.py``), build (cached binary,
   or compiled for the cold row) and sampling; it writes no figures or reports;
-* ``pooled N``: :func:`dialyzability.pooled.fit_pooled` on N simulated cases, one run each.
+* ``pooled N``: :func:`dialyzability.model.pooled.fit_pooled` on N simulated cases, one run each.
 
 Reported per row: median, min and max wall time over the runs, divergences and bulk ESS of the
 ratio CL_ECTR/CL_R (of the median run), R-hat max (pooled), and the peak resident memory of the
@@ -47,7 +47,7 @@ PEER = ROOT / "benchmarks" / "peers" / "stan_case.py"
 READ_FIT = """
 import json, sys
 import arviz as az, numpy as np
-from dialyzability.fit import Fit
+from dialyzability.results.fit import Fit
 fit = Fit.load(sys.argv[1])
 ratio = np.asarray(fit.quantities()["ratio"])
 d = fit.diagnostics()
@@ -57,8 +57,8 @@ print(json.dumps({"divergences": d.divergences, "ess_ratio": float(az.ess(ratio,
 
 POOLED = """
 import json, sys
-from dialyzability.case import parse_case
-from dialyzability.pooled import fit_pooled
+from dialyzability.io.case import parse_case
+from dialyzability.model.pooled import fit_pooled
 from dialyzability.simulate import simulate_population
 n, draws, tune, chains = map(int, sys.argv[1:5])
 raws, _, _ = simulate_population(n, seed=n)

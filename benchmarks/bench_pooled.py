@@ -16,8 +16,8 @@ import time
 
 CHILD = """
 import json, resource, sys, time
-from dialyzability.case import parse_case
-from dialyzability.pooled import fit_pooled
+from dialyzability.io.case import parse_case
+from dialyzability.model.pooled import fit_pooled
 from dialyzability.simulate import simulate_population
 n, draws, tune, chains = map(int, sys.argv[1:5])
 raws, _, _ = simulate_population(n, seed=n)

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from dialyzability.case import parse_case
-from dialyzability.fit import fit
-from dialyzability.pooled import fit_pooled
+from dialyzability.api import fit
+from dialyzability.io.case import parse_case
+from dialyzability.model.pooled import fit_pooled
 from dialyzability.simulate import simulate_population
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "data" / "cases"
 LEE = CASES / "lee2020-baclofen.toml"
 
-# the suite compiles into a cache of its own, never the user's (dialyzability.compiled)
+# the suite compiles into a cache of its own, never the user's (dialyzability.inference.compiled)
 os.environ["DIALYZABILITY_CACHE"] = tempfile.mkdtemp(prefix="dialyzability-test-cache-")
 
 

@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from dialyzability.case import CaseError, load_case, load_cases
+from dialyzability.io.case import CaseError, load_case, load_cases
 
 from .conftest import CASES, LEE
 

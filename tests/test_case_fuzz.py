@@ -7,7 +7,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dialyzability.case import Case, CaseError, load_case
+from dialyzability.io.case import Case, CaseError, load_case
 
 from .conftest import LEE
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from dialyzability import compiled
-from dialyzability.case import parse_case
-from dialyzability.drugs import load_drug
-from dialyzability.model import build_model, structure
+from dialyzability.design import structure
+from dialyzability.io.case import parse_case
+from dialyzability.io.drugs import load_drug
+from dialyzability.model.build import build_model
 
 _SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_int64,
@@ -163,9 +164,9 @@ def test_two_processes_compiling_at_once_both_succeed(cache):
     both get a working model, one complete entry remains and no temporary file."""
     script = (
         "import sys\n"
-        "from dialyzability.case import parse_case\n"
-        "from dialyzability.compiled import compiled_model\n"
-        "from dialyzability.drugs import load_drug\n"
+        "from dialyzability.io.case import parse_case\n"
+        "from dialyzability.inference.compiled import compiled_model\n"
+        "from dialyzability.io.drugs import load_drug\n"
         f"case = parse_case({SMALL!r}, 'small.toml')\n"
         "model, hit = compiled_model(case, load_drug(case.drug))\n"
         "print(model.n_dim, hit)\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from dialyzability.drugs import DrugModelError, available_drugs, load_drug
+from dialyzability.io.drugs import DrugModelError, available_drugs, load_drug
 
 
 def test_shipped_models_include_the_three_drugs():

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from dialyzability.case import parse_case
-from dialyzability.extrip import CRITERIA, GRADES, grade_probabilities
-from dialyzability.fit import fit
+from dialyzability.api import fit
+from dialyzability.io.case import parse_case
+from dialyzability.results.extrip import CRITERIA, GRADES, grade_probabilities
 from dialyzability.simulate import Truth, simulate_case
 
 BY_NAME = {c.name: c for c in CRITERIA}

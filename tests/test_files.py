@@ -1,6 +1,6 @@
 import pytest
 
-from dialyzability.files import write_text_whole, write_whole
+from dialyzability.io.files import write_text_whole, write_whole
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from dialyzability.case import load_case, parse_case
-from dialyzability.fit import Fit, fit
-from dialyzability.quantities import HDI_PROB
+from dialyzability.api import fit
+from dialyzability.io.case import load_case, parse_case
+from dialyzability.results.fit import Fit
+from dialyzability.results.quantities import HDI_PROB
 from dialyzability.simulate import simulate_case
 
 from .conftest import LEE

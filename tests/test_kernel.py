@@ -13,10 +13,16 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from dialyzability.case import load_case
-from dialyzability.kernel import _design_arrays, backward, divided_exp_partials, forward, solve_op
-from dialyzability.kinetics import BatchDesign, divided_exp, solve_batch
-from dialyzability.model import case_events
+from dialyzability.design import BatchDesign, case_events
+from dialyzability.io.case import load_case
+from dialyzability.pk.closed_form import divided_exp, solve_batch
+from dialyzability.pk.kernel import (
+    _design_arrays,
+    backward,
+    divided_exp_partials,
+    forward,
+    solve_op,
+)
 
 from .conftest import CASES
 from .test_kinetics import random_design

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from dialyzability.kinetics import Design, divided_exp, solve
+from dialyzability.design import Design
+from dialyzability.pk.closed_form import divided_exp, solve
 
 
 def ode_reference(times, design, volume, cl, cl_ectr, ka, f, a0=0.0):
@@ -210,7 +211,7 @@ def test_pytensor_matches_numpy_and_gradient_at_ka_equal_k():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_concentration_at_any_time_matches_ode(seed):
-    from dialyzability.kinetics import concentration_at
+    from dialyzability.pk.closed_form import concentration_at
 
     rng = np.random.default_rng(100 + seed)
     times, design = random_design(rng)
@@ -232,7 +233,8 @@ def test_concentration_at_any_time_matches_ode(seed):
 
 
 def test_batch_equals_cases_one_by_one():
-    from dialyzability.kinetics import BatchDesign, solve_batch
+    from dialyzability.design import BatchDesign
+    from dialyzability.pk.closed_form import solve_batch
 
     rng = np.random.default_rng(42)
     cases = [random_design(rng) for _ in range(5)]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from dialyzability.case import load_case, parse_case
-from dialyzability.drugs import load_drug
-from dialyzability.model import build_model, clearance_prior, error_prior, log_marginal_t
+from dialyzability.io.case import load_case, parse_case
+from dialyzability.io.drugs import clearance_prior, error_prior, load_drug
+from dialyzability.model.build import build_model, log_marginal_t
 from dialyzability.simulate import DESIGNS, simulate_case
 
 from .conftest import LEE

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from dialyzability.case import Time, parse_case
-from dialyzability.nca import classical_estimates, segment_auc, window_auc
+from dialyzability.io.case import Time, parse_case
+from dialyzability.results.nca import classical_estimates, segment_auc, window_auc
 
 
 def T(x):

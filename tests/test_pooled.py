@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from dialyzability.case import CaseError, load_case, parse_case
+from dialyzability.api import fit
 from dialyzability.cli import main
-from dialyzability.fit import fit
-from dialyzability.pooled import PoolError, build_pooled_model, fit_pooled
+from dialyzability.io.case import CaseError, load_case, parse_case
+from dialyzability.io.tidy import load_tidy_csv
+from dialyzability.model.pooled import PoolError, build_pooled_model, fit_pooled
 from dialyzability.simulate import simulate_population
-from dialyzability.tidy import load_tidy_csv
 
 from .conftest import CASES, LEE, ROOT
 
@@ -84,7 +84,7 @@ def test_pool_command_on_published_cases(tmp_path):
     assert (out / "forest.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     q = summary["population"]["ratio_HD_normal"]
-    from dialyzability.report import fmt
+    from dialyzability.outputs.report import fmt
 
     assert f"at {fmt(q['median'])} (95 % HDI {fmt(q['hdi'][0])}–{fmt(q['hdi'][1])})" in report
 

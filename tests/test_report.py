@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from dialyzability.cli import main
-from dialyzability.plots import FIGURES
-from dialyzability.report import fmt
+from dialyzability.outputs.plots import FIGURES
+from dialyzability.outputs.report import fmt
 
 NUMBER = r"(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dialyzability.case import parse_case
+from dialyzability.io.case import parse_case
 from dialyzability.simulate import DESIGNS, simulate_case
 
 

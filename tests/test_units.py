@@ -1,6 +1,6 @@
 import pytest
 
-from dialyzability.units import UnitError, parse_quantity
+from dialyzability.io.units import UnitError, parse_quantity
 
 
 @pytest.mark.parametrize(

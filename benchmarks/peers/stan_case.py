@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dialyzability.case import load_case
-from dialyzability.drugs import load_drug
-from dialyzability.fit import DEFAULT_SAMPLER_CONFIG
-from dialyzability.model import _observations, case_events, error_prior, model_data
+from dialyzability.design import _observations, case_events, model_data
+from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG
+from dialyzability.io.case import load_case
+from dialyzability.io.drugs import error_prior, load_drug
 
 PROGRAM = Path(__file__).with_name("case.stan")
 
 
 def stan_data(case, drug) -> dict:
     """The data block of ``case.stan`` (1-based indices) from the same functions the PyMC
-    model uses (:func:`~dialyzability.model.model_data`, :func:`case_events`)."""
+    model uses (:func:`~dialyzability.design.model_data`, :func:`case_events`)."""
     ev, design, windows = case_events(case)
     data = model_data(case, drug)
     obs = _observations(case)
@@ -116,7 +116,7 @@ def check(case, drug, points: int = 5, seed: int = 0) -> float:
     """Largest difference, over random unconstrained points, between the Stan and PyMC log
     densities (with Jacobians), after removing their difference at the first point (Stan and
     PyMC may differ by a constant)."""
-    from dialyzability.model import build_model
+    from dialyzability.model.build import build_model
 
     posterior = build(case, drug)
     model = build_model(case, drug).model

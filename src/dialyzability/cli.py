@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from .files import write_text_whole, write_whole
+from dialyzability.io.files import write_text_whole, write_whole
 
 
 def _fmt(x: float | None, unit: str = "") -> str:
@@ -40,7 +40,7 @@ def _probability(text: str) -> float:
 
 def describe_case(case) -> str:
     """Human-readable normalised case (canonical units, ranges shown as ranges)."""
-    from .nca import classical_estimates
+    from dialyzability.results.nca import classical_estimates
 
     p = case.patient
     lines = [
@@ -101,8 +101,8 @@ def describe_case(case) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .case import load_cases
-    from .nca import classical_estimates
+    from dialyzability.io.case import load_cases
+    from dialyzability.results.nca import classical_estimates
 
     cases = load_cases(args.cases)
     if args.json:
@@ -120,9 +120,9 @@ def _threshold(text: str | None, case) -> float | None:
     """A --threshold such as "0.4 mg/L" in mg/L (molar units via the drug's molar mass)."""
     if text is None:
         return None
-    from .case import CaseError
-    from .drugs import load_drug
-    from .units import UnitError, parse_quantity
+    from dialyzability.io.case import CaseError
+    from dialyzability.io.drugs import load_drug
+    from dialyzability.io.units import UnitError, parse_quantity
 
     try:
         return parse_quantity(text, "concentration", load_drug(case.drug).molar_mass)
@@ -162,8 +162,8 @@ def _in_parallel(task):
 def _write_outputs(result, out: Path, hdi: float) -> None:
     """summary.json, summary.csv, figures and reports of a fit, each file whole. The figures
     are drawn in a second process while the summary is computed."""
-    from .plots import FIGURES, write_figures
-    from .report import write_report
+    from dialyzability.outputs.plots import FIGURES, write_figures
+    from dialyzability.outputs.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     _ = result.posterior  # the draws that both need, computed once before the fork
@@ -182,11 +182,11 @@ def _write_outputs(result, out: Path, hdi: float) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .case import load_case
+    from dialyzability.io.case import load_case
 
     case = load_case(args.case)
     threshold = _threshold(args.threshold, case)
-    from .fit import fit
+    from dialyzability.api import fit
 
     if not args.quiet:
         print(f"Fitting {case.id} ({case.drug}) ...", file=sys.stderr)
@@ -212,7 +212,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .fit import Fit
+    from dialyzability.results.fit import Fit
 
     path = Path(args.dir)
     if not (path / "posterior.nc").is_file():
@@ -232,8 +232,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _load_inputs(paths: list[Path]):
     """Cases from case files, folders of them, and tidy CSV files."""
-    from .case import load_cases
-    from .tidy import load_tidy_csv
+    from dialyzability.io.case import load_cases
+    from dialyzability.io.tidy import load_tidy_csv
 
     cases = []
     for p in paths:
@@ -245,7 +245,7 @@ def _load_inputs(paths: list[Path]):
 
 
 def _pool(args: argparse.Namespace) -> int:
-    from .pooled import PoolError, fit_pooled
+    from dialyzability.model.pooled import PoolError, fit_pooled
 
     cases = _load_inputs(args.cases)
     if args.drug:
@@ -273,7 +273,7 @@ def _pool(args: argparse.Namespace) -> int:
     if not args.no_unpooled:
         import numpy as np
 
-        from .fit import fit
+        from dialyzability.api import fit
 
         for c in cases:
             if c.modalities:
@@ -287,8 +287,8 @@ def _pool(args: argparse.Namespace) -> int:
 def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import DPI, forest_data, plot_forest
-    from .quantities import describe
+    from dialyzability.outputs.plots import DPI, forest_data, plot_forest
+    from dialyzability.results.quantities import describe
 
     summary = pooled.summary(hdi)
     for cid, draws in unpooled.items():
@@ -298,7 +298,7 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
     fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
     write_whole(out / "forest.png", lambda tmp: fig.savefig(tmp, dpi=DPI))
     plt.close(fig)
-    from .report import build_pooled_report
+    from dialyzability.outputs.report import build_pooled_report
 
     report = build_pooled_report(summary, ["forest.png"])
     write_text_whole(out / "report.md", report.markdown())
@@ -324,8 +324,8 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
     """The sampling and output options shared by ``fit`` and ``pool``."""
-    from .fit import DEFAULT_SAMPLER_CONFIG as D
-    from .quantities import HDI_PROB
+    from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG as D
+    from dialyzability.results.quantities import HDI_PROB
 
     parser.add_argument(
         "--draws", type=_positive, default=D["draws"], help=f"draws per chain ({D['draws']})"
@@ -355,14 +355,14 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .quantities import HDI_PROB
+    from dialyzability.results.quantities import HDI_PROB
 
     parser = argparse.ArgumentParser(
         prog="dialyzability",
         description="Did extracorporeal treatment clear the drug faster than the kidneys? "
         "Bayesian estimates of CL_ECTR / CL_R from poisoning case reports.",
     )
-    from . import __version__
+    from dialyzability import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -451,8 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
-    from .case import CaseError
-    from .drugs import DrugModelError
+    from dialyzability.io.case import CaseError
+    from dialyzability.io.drugs import DrugModelError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """Synthetic cases from known parameters, written as case files.
 
 Used by the parameter-recovery and calibration studies, the benchmarks and the tests. A synthetic
-case is simulated with the same closed-form kinetics as the model (:mod:`dialyzability.kinetics`,
+case is simulated with the same closed-form kinetics as the model
+(:mod:`dialyzability.pk.closed_form`,
 numpy backend), with log-normal observation noise, and returned as a case dict in the case-file
 format (strings with units), together with the true parameters.
 
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .case import Case, parse_case
-from .drugs import DrugModel, load_drug
-from .kinetics import solve
-from .model import case_events, clearance_prior
+from dialyzability.design import case_events
+from dialyzability.io.case import Case, parse_case
+from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
+from dialyzability.pk.closed_form import solve
 
 DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored", "same_window")
 
@@ -202,7 +203,7 @@ def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwar
     progress
         Called with each row as it is done (for scripts).
     fit_kwargs
-        Passed to :func:`dialyzability.fit.fit`.
+        Passed to :func:`dialyzability.api.fit`.
 
     Returns
     -------
@@ -210,8 +211,8 @@ def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwar
         One row per case: design, seed, truth and 95 % HDI of ``ratio``, ``cl_renal`` and
         ``cl_ectr``, whether each interval covers the truth, and the fit's diagnostics.
     """
-    from .fit import fit
-    from .quantities import describe
+    from dialyzability.api import fit
+    from dialyzability.results.quantities import describe
 
     rows = []
     i = 0

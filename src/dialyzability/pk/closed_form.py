@@ -26,54 +26,17 @@ is handled exactly. The whole computation is vectorised (no loop over intervals)
 and is written once against an array namespace ``xp``: ``numpy`` for simulation, checks and the
 posterior's curves, ``pytensor.tensor`` inside the PyMC model when it is sampled through JAX. For
 the other backends the model uses the same solution as one compiled operation with a
-hand-written gradient (:mod:`dialyzability.kernel`), checked against this one.
+hand-written gradient (:mod:`dialyzability.pk.kernel`), checked against this one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
+
+from dialyzability.design import BatchDesign, Design
 
 #: below this |h| = |b - a| t / 2, D is evaluated by its even Taylor series
 _SERIES_BELOW = 1e-3
-
-
-@dataclass(frozen=True)
-class Design:
-    """The static structure of a case for :func:`solve`: which event is what.
-
-    Event times are passed to :func:`solve` as one vector; the fields here index into it.
-
-    Attributes
-    ----------
-    n_events
-        Length of the event-time vector.
-    dose_event, dose_amount, dose_oral
-        For each dose: its event, amount (mg) and whether it is oral (else intravenous).
-    session_start, session_end, session_modality
-        For each session: its start and end events, and the index of its modality in the
-        ``cl_ectr`` vector.
-    windows
-        (start event, end event) pairs over which the AUC is wanted.
-    samples
-        Events at which the concentration is wanted.
-    initial_event
-        Event at which ``a0`` (a latent body burden, for cases without a dose) enters the body,
-        or -1 for none.
-    """
-
-    n_events: int
-    dose_event: tuple[int, ...] = ()
-    dose_amount: tuple[float, ...] = ()
-    dose_oral: tuple[bool, ...] = ()
-    session_start: tuple[int, ...] = ()
-    session_end: tuple[int, ...] = ()
-    session_modality: tuple[int, ...] = ()
-    windows: tuple[tuple[int, int], ...] = ()
-    samples: tuple[int, ...] = ()
-    initial_event: int = -1
-    labels: tuple[str, ...] = field(default=(), compare=False)
 
 
 def divided_exp(a, b, t, xp=np):
@@ -108,64 +71,6 @@ def divided_exp(a, b, t, xp=np):
     safe = xp.where(small, 1.0, xp.abs(h))
     general = t * xp.exp(-xp.minimum(a, b) * t) * (-xp.expm1(-2.0 * safe)) / (2.0 * safe)
     return xp.where(small, series, general)
-
-
-@dataclass(frozen=True)
-class BatchDesign:
-    """Several cases' designs padded to common sizes, for :func:`solve_batch`.
-
-    Arrays have the cases as their first axis. Padding: doses of amount 0, sessions and windows
-    that start and end at event 0 (mask False), samples at event 0. Padded events are the
-    caller's business (give them the time of the case's last event: zero-length intervals).
-    """
-
-    n_cases: int
-    n_events: int
-    dose_event: np.ndarray  # (C, D) int
-    dose_amount: np.ndarray  # (C, D) mg, 0 for padding
-    dose_oral: np.ndarray  # (C, D) bool
-    session_start: np.ndarray  # (C, S) int
-    session_end: np.ndarray  # (C, S) int
-    session_modality: np.ndarray  # (C, S) int
-    session_mask: np.ndarray  # (C, S) bool
-    windows: np.ndarray  # (C, W, 2) int
-    samples: np.ndarray  # (C, L) int
-    initial_event: np.ndarray  # (C,) int, -1 for none
-
-    @classmethod
-    def stack(cls, designs: list[Design], n_events: int | None = None) -> BatchDesign:
-        """Pad single-case designs to a batch (``n_events`` at least the largest case's)."""
-        n = max([d.n_events for d in designs] + [n_events or 0])
-
-        def pad(rows, width, fill, dtype):
-            out = np.full((len(rows), max(width, 1)), fill, dtype=dtype)
-            for i, r in enumerate(rows):
-                out[i, : len(r)] = r
-            return out
-
-        c = len(designs)
-        d_w = max(len(d.dose_event) for d in designs)
-        s_w = max(len(d.session_start) for d in designs)
-        w_w = max(len(d.windows) for d in designs)
-        l_w = max(len(d.samples) for d in designs)
-        windows = np.zeros((c, max(w_w, 1), 2), dtype=int)
-        for i, d in enumerate(designs):
-            if d.windows:
-                windows[i, : len(d.windows)] = np.array(d.windows)
-        return cls(
-            n_cases=c,
-            n_events=n,
-            dose_event=pad([d.dose_event for d in designs], d_w, 0, int),
-            dose_amount=pad([d.dose_amount for d in designs], d_w, 0.0, float),
-            dose_oral=pad([d.dose_oral for d in designs], d_w, False, bool),
-            session_start=pad([d.session_start for d in designs], s_w, 0, int),
-            session_end=pad([d.session_end for d in designs], s_w, 0, int),
-            session_modality=pad([d.session_modality for d in designs], s_w, 0, int),
-            session_mask=pad([[True] * len(d.session_start) for d in designs], s_w, False, bool),
-            windows=windows,
-            samples=pad([d.samples for d in designs], l_w, 0, int),
-            initial_event=np.array([d.initial_event for d in designs], dtype=int),
-        )
 
 
 def _gather(values, index, n, xp):

@@ -13,10 +13,11 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .resources import models_dir
-from .units import UnitError, parse_quantity
+from dialyzability.io.resources import models_dir
+from dialyzability.io.units import UnitError, parse_quantity
 
 PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka"]
 
@@ -285,3 +286,59 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise DrugModelError(f"{origin}: field '{where}': {first['msg']}") from exc
+
+
+def error_prior(prior) -> tuple[float, float]:
+    """Degrees of freedom ν and scale s of the error model matching a log-normal prior on σ.
+
+    Each kind of observation (levels, urine, effluent) has log-normal errors of SD σ on the log
+    scale, with σ shared by the observations of that kind. With σ² ~ InvGamma(ν/2, ν s²/2), σ
+    integrates out in closed form (a multivariate Student-t, see :func:`log_marginal_t`), which
+    removes the funnel between σ and the parameters that a single observation creates. ν and s
+    are chosen so that log σ has the mean and SD of the drug model's log-normal prior:
+
+        Var log σ = ψ'(ν/2) / 4 = sigma²,   E log σ = (log(ν s²/2) − ψ(ν/2)) / 2 = log(median)
+
+    (Gelman A et al. Bayesian Data Analysis, 3rd ed., 2013, §14.8 and appendix A).
+    """
+    from scipy.optimize import brentq
+    from scipy.special import digamma, polygamma
+
+    half = brentq(lambda a: polygamma(1, a) / 4 - prior.sigma**2, 1e-3, 1e6)
+    nu = 2 * half
+    scale = math.sqrt(2 * prior.median**2 * math.exp(digamma(half)) / nu)
+    return nu, scale
+
+
+def clearance_prior(drug: DrugModel, kidney_function: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and Cholesky factor of the prior of (log cl_renal, log cl_nonrenal), 70-kg adult.
+
+    With cl_renal = fe · CL · K and cl_nonrenal = (1 − fe) · CL, where CL is log-normal
+    (``cl_total``), K log-normal (``kidney_function``) and fe ~ Beta(α, β), the logs are sums
+    of independent terms whose moments are exact (Johnson NL, Kotz S, Balakrishnan N. Continuous
+    Univariate Distributions, vol. 2, 2nd ed., 1995, ch. 25):
+
+        E log fe = ψ(α) − ψ(α + β),      Var log fe = ψ'(α) − ψ'(α + β)
+        E log(1 − fe) = ψ(β) − ψ(α + β), Var log(1 − fe) = ψ'(β) − ψ'(α + β)
+        Cov(log fe, log(1 − fe)) = −ψ'(α + β)
+
+    The model samples the two logs as a bivariate normal with these moments: two well-identified
+    parameters instead of three (fe, CL, K) of which the data see only two products.
+    """
+    from scipy.special import digamma, polygamma
+
+    a, b = drug.priors.fe.alpha, drug.priors.fe.beta
+    cl, kf = drug.priors.cl_total, drug.kidney_function[kidney_function]
+    m_fe = digamma(a) - digamma(a + b)
+    m_nfe = digamma(b) - digamma(a + b)
+    v_fe = polygamma(1, a) - polygamma(1, a + b)
+    v_nfe = polygamma(1, b) - polygamma(1, a + b)
+    cov_fe = -polygamma(1, a + b)
+    mean = np.array([cl.mu + m_fe + kf.mu, cl.mu + m_nfe])
+    cov = np.array(
+        [
+            [cl.sigma**2 + v_fe + kf.sigma**2, cl.sigma**2 + cov_fe],
+            [cl.sigma**2 + cov_fe, cl.sigma**2 + v_nfe],
+        ]
+    )
+    return mean, np.linalg.cholesky(cov)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quantities import name_of
+from dialyzability.results.quantities import name_of
 
 GRADES = ("D", "M", "S", "N")
 GRADE_LABELS = {

@@ -41,7 +41,7 @@ class Quantity:
         Computed once per ECTR modality.
     needs
         A variable that must be in the posterior for the quantity to exist (e.g. the draws of
-        :func:`dialyzability.predictive.toxicity_draws`); empty when always available.
+        :func:`dialyzability.results.predictive.toxicity_draws`); empty when always available.
     """
 
     name: str

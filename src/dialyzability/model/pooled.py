@@ -12,7 +12,8 @@ Monte Carlo for hierarchical models, 2015, arXiv:1312.0906):
 Population means take the single-case priors of the drug model; between-case SDs ``tau`` are
 half-normal. Bioavailability, weight (when not reported), the body burden of cases without a
 dose and every timing given as a range are per case, as in the single-case model. The kinetics
-are :func:`~dialyzability.kinetics.solve_batch`: the same closed form, vectorised over cases, so
+are :func:`~dialyzability.pk.closed_form.solve_batch`: the same closed form, vectorised over
+cases, so
 the graph has no loop over cases. Cases lacking an observation type contribute what they have.
 """
 
@@ -23,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .case import Case
-from .drugs import DrugModel, load_drug
-from .kernel import solve_op
-from .kinetics import BatchDesign, solve_batch
-from .model import case_events, clearance_prior, error_prior
+from dialyzability.design import BatchDesign, case_events
+from dialyzability.io.case import Case
+from dialyzability.io.drugs import DrugModel, clearance_prior, error_prior, load_drug
+from dialyzability.pk.closed_form import solve_batch
+from dialyzability.pk.kernel import solve_op
 
 KIDNEY_CLASSES = ("normal", "impaired", "anuric")
 #: half-normal scales of the between-case SDs (log scale): a factor of e^0.5 = 1.65 is typical
@@ -61,7 +62,8 @@ def _padded(rows: list[list[float]], fill: float = 1.0) -> tuple[np.ndarray, np.
 
 
 def log_marginal_t_batch(log_y, mask, mu, nu: float, scale: float):
-    """:func:`~dialyzability.model.log_marginal_t` for each case (rows), summed; masked entries
+    """:func:`~dialyzability.model.build.log_marginal_t` for each case (rows), summed; masked
+    entries
     do not count (a case with none contributes 0)."""
     import pytensor.tensor as pt
     from scipy.special import gammaln
@@ -77,7 +79,7 @@ def build_pooled_model(
     cases: list[Case], drug: DrugModel | None = None, kinetics: str = "kernel"
 ) -> PooledModel:
     """Build the hierarchical model of ``cases`` (all of one drug); ``kinetics`` as in
-    :func:`~dialyzability.model.build_model` (``"graph"`` for PyMC's JAX path)."""
+    :func:`~dialyzability.model.build.build_model` (``"graph"`` for PyMC's JAX path)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -309,7 +311,7 @@ class PooledFit:
 
     def case_quantities(self, case: Case) -> dict[str, object]:
         """Registry quantities of one case under the pooled model (shrunk)."""
-        from .quantities import compute_all
+        from dialyzability.results.quantities import compute_all
 
         post = self.idata.posterior.sel(case=case.id)
         return compute_all(post, case.modalities)
@@ -317,7 +319,7 @@ class PooledFit:
     def diagnostics(self):
         import arviz as az
 
-        from .fit import Diagnostics
+        from dialyzability.inference.gate import Diagnostics
 
         post = self.idata.posterior
         names = [v for v in post.data_vars if not v.endswith("_z")]
@@ -329,7 +331,7 @@ class PooledFit:
 
     def summary(self, hdi_prob: float | None = None) -> dict:
         """JSON-ready summary: ``population`` and ``cases`` sections, diagnostics."""
-        from .quantities import HDI_PROB, describe, expand, label
+        from dialyzability.results.quantities import HDI_PROB, describe, expand, label
 
         hdi_prob = hdi_prob or HDI_PROB
         population = {}
@@ -378,12 +380,12 @@ def fit_pooled(
     target_accept: float = 0.9,
     progressbar: bool = False,
 ) -> PooledFit:
-    """Fit the pooled model of ``cases`` (one drug); options as :func:`dialyzability.fit.fit`."""
+    """Fit the pooled model of ``cases`` (one drug); options as :func:`dialyzability.api.fit`."""
     import json
 
-    from . import __version__
-    from .fit import kinetics_for, sample, sampler_config
-    from .quantities import HDI_PROB
+    from dialyzability import __version__
+    from dialyzability.inference.sampling import kinetics_for, sample, sampler_config
+    from dialyzability.results.quantities import HDI_PROB
 
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     built = build_pooled_model(cases, kinetics=kinetics_for(config["sampler"]))

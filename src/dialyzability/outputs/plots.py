@@ -3,7 +3,7 @@
 ``levels_data``/``plot_levels`` (fit.png), ``ratio_data``/``plot_ratio`` (ratio.png),
 ``recoveries_data``/``plot_recoveries`` (recoveries.png), ``extrip_data``/``plot_extrip``
 (extrip.png) and ``sensitivity_data``/``plot_sensitivity`` (sensitivity.png). The plot functions
-only read a :class:`~dialyzability.fit.Fit`; :func:`write_figures` writes all of them.
+only read a :class:`~dialyzability.results.fit.Fit`; :func:`write_figures` writes all of them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .extrip import GRADE_LABELS, GRADES
-from .files import write_whole
-from .quantities import HDI_PROB, describe, name_of
+from dialyzability.io.files import write_whole
+from dialyzability.results.extrip import GRADE_LABELS, GRADES
+from dialyzability.results.quantities import HDI_PROB, describe, name_of
 
 FIGSIZE = (8.0, 4.6)
 DPI = 150
@@ -35,7 +35,7 @@ def _figure(nrows=1, ncols=1, **kw):
 
 def _window_spans(fit) -> tuple[list[dict], list[dict]]:
     """Sessions and urine windows with their possible and posterior-median extents (h)."""
-    from .model import case_events
+    from dialyzability.design import case_events
 
     events, _, _ = case_events(fit.case)
     post = fit.idata.posterior
@@ -74,8 +74,8 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
 def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
     """Numbers of the fitted-levels figure: posterior median and 50 %/95 % bands on a time grid,
     the observed levels (censored ones at their LLOQ), sessions, urine windows, threshold."""
-    from .model import case_events
-    from .predictive import curves
+    from dialyzability.design import case_events
+    from dialyzability.results.predictive import curves
 
     events, _, _ = case_events(fit.case)
     lo = min(t.lo for t in events.times)
@@ -297,7 +297,7 @@ def plot_ratio(fit, data: dict | None = None):
 
 def recoveries_data(fit, seed: int = 0) -> list[dict]:
     """Observed amounts and posterior-predictive 95 % intervals (with measurement error), mg."""
-    from .model import error_prior
+    from dialyzability.io.drugs import error_prior
 
     post = fit.idata.posterior
     rng = np.random.default_rng(seed)

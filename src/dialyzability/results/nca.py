@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
-from .case import Case, Time
+from dialyzability.io.case import Case, Time
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Compiling the log density and its gradient (PyTensor rewrites, then numba/LLVM) takes most of a
 single fit's time; sampling takes a few seconds. Every number of a case enters the model as data
-(:func:`~dialyzability.model.model_data`), so the compiled machine code depends only on the
-case's :func:`~dialyzability.model.structure`, the drug model and the software that built it. A
+(:func:`~dialyzability.design.model_data`), so the compiled machine code depends only on the
+case's :func:`~dialyzability.design.structure`, the drug model and the software that built it. A
 fit looks the code up under that key and only compiles when it is missing; a sensitivity loop
 (the same case with other timing assumptions, levels or doses) compiles once.
 
@@ -31,14 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .case import Case
-from .drugs import DrugModel
-from .files import write_whole
+from dialyzability.io.case import Case
+from dialyzability.io.drugs import DrugModel
+from dialyzability.io.files import write_whole
 
 #: bump when the layout of a cache entry changes
 FORMAT = 1
 #: modules whose code shapes the compiled graph (their source is part of the key)
-_GRAPH_MODULES = ("model.py", "kinetics.py", "kernel.py", "compiled.py", "drugs.py")
+_GRAPH_MODULES = (
+    "design.py",
+    "model/build.py",
+    "pk/closed_form.py",
+    "pk/kernel.py",
+    "inference/compiled.py",
+    "io/drugs.py",
+)
 _PACKAGES = ("pymc", "pytensor", "nutpie", "numba", "llvmlite", "numpy", "scipy")
 _MEMORY: dict[str, object] = {}
 
@@ -63,7 +70,7 @@ def _host() -> dict:
 
 
 def _software() -> dict:
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent
     code = hashlib.sha256()
     for name in _GRAPH_MODULES:
         code.update((here / name).read_bytes())
@@ -79,7 +86,7 @@ def _software() -> dict:
 def cache_key(case: Case, drug: DrugModel) -> str:
     """Key of a case's compiled model: its structure, the drug model, the code and software
     that compile it, and the host CPU (hex SHA-256)."""
-    from .model import structure
+    from dialyzability.design import structure
 
     what = {
         "structure": structure(case),
@@ -115,7 +122,7 @@ def _compile(case: Case, drug: DrugModel) -> dict:
     """Build the case's PyMC model, compile it with nutpie and return the cache entry."""
     import nutpie
 
-    from .model import build_model
+    from dialyzability.model.build import build_model
 
     built = build_model(case, drug)
     compiled = nutpie.compile_pymc_model(built.model, jitter_rvs=set())
@@ -176,7 +183,7 @@ def compiled_model(case: Case, drug: DrugModel) -> tuple[object, bool]:
         A ``nutpie`` compiled model ready for ``nutpie.sample``, and whether it came from the
         cache (False: compiled now, and stored).
     """
-    from .model import model_data
+    from dialyzability.design import model_data
 
     key = cache_key(case, drug)
     hit = True

@@ -36,7 +36,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .case import Case, CaseError, parse_case
+from dialyzability.io.case import Case, CaseError, parse_case
 
 COLUMNS = (
     "case",

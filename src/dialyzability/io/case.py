@@ -28,8 +28,8 @@ from pydantic import (
     ValidationInfo,
 )
 
-from .drugs import DrugModelError, load_drug
-from .units import Kind, UnitError, parse_quantity
+from dialyzability.io.drugs import DrugModelError, load_drug
+from dialyzability.io.units import Kind, UnitError, parse_quantity
 
 Modality = Literal["HD", "HDF", "CVVH", "CVVHD", "CVVHDF", "HP", "PD"]
 MODALITIES: tuple[str, ...] = Modality.__args__

@@ -1,6 +1,7 @@
 """The closed-form kinetics as one compiled PyTensor operation, with its exact gradient.
 
-:func:`~dialyzability.kinetics.solve` writes the kinetics as array expressions (ranks by pairwise
+:func:`~dialyzability.pk.closed_form.solve` writes the kinetics as array expressions (ranks by
+pairwise
 comparison, lower-triangular matrices of exponentials): exact and differentiable by PyTensor, but
 some 250 small operations whose per-operation overhead, not their arithmetic, sets the cost of a
 gradient. Here the same solution is one operation, :class:`Kinetics`, computed by a numba
@@ -25,7 +26,8 @@ import math
 import numba
 import numpy as np
 
-from .kinetics import _SERIES_BELOW, BatchDesign
+from dialyzability.design import BatchDesign
+from dialyzability.pk.closed_form import _SERIES_BELOW
 
 _DESIGN_FIELDS = (
     "dose_event",
@@ -50,7 +52,7 @@ def divided_exp_partials(a, b, t):
         ∂D/∂t = e^(-m t) (S (1 - m t) + h S'),
 
     with the series S = 1 + h²/6 + h⁴/120, S' = h/3 + h³/30 + h⁵/840 for |h| < 1e-3 (as in
-    :func:`~dialyzability.kinetics.divided_exp`); otherwise the equivalent direct forms
+    :func:`~dialyzability.pk.closed_form.divided_exp`); otherwise the equivalent direct forms
     ∂D/∂a = (D - t e^(-a t))/(b - a), ∂D/∂b = (t e^(-b t) - D)/(b - a),
     ∂D/∂t = (b e^(-b t) - a e^(-a t))/(b - a).
     """
@@ -338,7 +340,8 @@ def _op_classes():
 
 
 def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_amount):
-    """``conc`` (C, L) and ``auc`` (C, W) of :func:`~dialyzability.kinetics.solve_batch` as one
+    """``conc`` (C, L) and ``auc`` (C, W) of :func:`~dialyzability.pk.closed_form.solve_batch` as
+    one
     PyTensor node (tensors in, tensors out; shapes as in ``solve_batch``, ``dose_amount``
     (C, D) padded like ``design``)."""
     kinetics, _ = _op_classes()

@@ -19,72 +19,12 @@ from typing import Literal
 
 import numpy as np
 
-from . import __version__
-from .case import Case, parse_case
-from .drugs import DrugModel, load_drug
-from .files import write_whole
-from .quantities import FLOWS_ML_MIN, HDI_PROB, compute_all, describe, expand, label
-
-Sampler = Literal["auto", "nutpie", "numpyro", "pymc"]
-SAMPLERS: tuple[str, ...] = Sampler.__args__
-
-#: convergence thresholds (Vehtari A et al., Bayesian Analysis 2021;16:667-718)
-RHAT_MAX = 1.01
-ESS_BULK_MIN = 400
-
-DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.9}
-
-
-def available_sampler(requested: str = "auto") -> str:
-    """The NUTS backend to use: the requested one, or for ``auto`` the fastest installed
-    (nutpie, then numpyro, then PyMC's own)."""
-    if requested not in SAMPLERS:
-        raise ValueError(f"unknown sampler {requested!r}; choose one of {', '.join(SAMPLERS)}")
-    import importlib.util
-
-    if requested == "auto":
-        for name in ("nutpie", "numpyro"):
-            if importlib.util.find_spec(name) is not None:
-                return name
-        return "pymc"
-    if requested != "pymc" and importlib.util.find_spec(requested) is None:
-        raise ValueError(
-            f"sampler {requested!r} is not installed (pip install 'dialyzability[fast]')"
-        )
-    return requested
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    r_hat_max: float
-    ess_bulk_min: float
-    divergences: int
-    worst: str = ""
-
-    @property
-    def converged(self) -> bool:
-        return (
-            self.r_hat_max <= RHAT_MAX
-            and self.ess_bulk_min >= ESS_BULK_MIN
-            and self.divergences == 0
-        )
-
-    def to_json(self) -> dict:
-        return {
-            "r_hat_max": self.r_hat_max,
-            "ess_bulk_min": self.ess_bulk_min,
-            "divergences": self.divergences,
-            "converged": self.converged,
-        }
-
-    def sentence(self) -> str:
-        state = "converged" if self.converged else "NOT CONVERGED"
-        return (
-            f"R-hat max {self.r_hat_max:.3f} (<= {RHAT_MAX}), bulk ESS min "
-            f"{self.ess_bulk_min:.0f} (>= {ESS_BULK_MIN}), divergences {self.divergences} "
-            f"(= 0): {state}"
-        )
-
+from dialyzability import __version__
+from dialyzability.io.case import Case, parse_case
+from dialyzability.io.drugs import DrugModel, load_drug
+from dialyzability.inference.gate import Diagnostics
+from dialyzability.io.files import write_whole
+from dialyzability.results.quantities import FLOWS_ML_MIN, HDI_PROB, compute_all, describe, expand, label
 
 @dataclass(frozen=True)
 class Summary:
@@ -180,7 +120,7 @@ class Fit:
         threshold with and without ECTR) added, when the case has sessions and a threshold."""
         post = self.idata.posterior
         if self.case.sessions and self.threshold:
-            from .predictive import toxicity_draws
+            from dialyzability.results.predictive import toxicity_draws
 
             extra = toxicity_draws(self, self.threshold)
             post = post.assign({k: (("chain", "draw"), v) for k, v in extra.items()})
@@ -221,8 +161,8 @@ class Fit:
             Probability of the highest-density intervals (the policy :data:`HDI_PROB` unless
             asked otherwise).
         """
-        from .extrip import grade_probabilities
-        from .nca import classical_estimates
+        from dialyzability.results.extrip import grade_probabilities
+        from dialyzability.results.nca import classical_estimates
 
         quantities = {}
         draws = self.quantities()
@@ -280,140 +220,3 @@ class Fit:
         return cls(idata, case, drug, json.loads(attrs["config"]))
 
 
-def sampler_config(
-    draws: int, tune: int, chains: int, seed: int | None, sampler: str, target_accept: float
-) -> dict:
-    """The sampling settings of a fit, with the backend resolved and a seed drawn (and so
-    recorded) when none is given, so that every fit can be repeated exactly."""
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
-    return {
-        "draws": draws,
-        "tune": tune,
-        "chains": chains,
-        "seed": seed,
-        "sampler": available_sampler(sampler),
-        "target_accept": target_accept,
-    }
-
-
-def kinetics_for(sampler: str) -> str:
-    """How a model should write its kinetics for a backend: as PyTensor expressions for PyMC's
-    JAX path (numpyro), else as the compiled kernel (:mod:`dialyzability.kernel`)."""
-    return "graph" if sampler == "numpyro" else "kernel"
-
-
-def sample(model, config: dict, progressbar: bool = False):
-    """NUTS on ``model`` with the draws, tune, chains, seed, sampler and target_accept of
-    ``config``; returns the InferenceData."""
-    import pymc as pm
-
-    kwargs = {"nuts_sampler": config["sampler"]}
-    if config["sampler"] == "pymc":
-        kwargs["compute_convergence_checks"] = False  # the gate below checks every fit
-    if config["sampler"] == "numpyro":
-        # JAX's persistent compilation cache, beside the compiled models
-        import jax
-
-        from .compiled import cache_dir
-
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    with model:
-        return pm.sample(
-            draws=config["draws"],
-            tune=config["tune"],
-            chains=config["chains"],
-            random_seed=config["seed"],
-            target_accept=config["target_accept"],
-            progressbar=progressbar,
-            **kwargs,
-        )
-
-
-def sample_compiled(case: Case, drug: DrugModel, config: dict, progressbar: bool = False):
-    """nutpie's NUTS on the case's compiled model, taken from the compile cache when the case's
-    structure has been compiled before (:mod:`dialyzability.compiled`); returns the
-    InferenceData (posterior and sample statistics, no warm-up draws)."""
-    import os
-
-    import nutpie
-
-    from .compiled import compiled_model
-
-    model, _ = compiled_model(case, drug)
-    return nutpie.sample(
-        model,
-        draws=config["draws"],
-        tune=config["tune"],
-        chains=config["chains"],
-        cores=min(config["chains"], os.cpu_count() or 1),
-        seed=config["seed"],
-        target_accept=config["target_accept"],
-        progress_bar=progressbar,
-        save_warmup=False,
-    )
-
-
-def fit(
-    case: Case,
-    *,
-    draws: int = DEFAULT_SAMPLER_CONFIG["draws"],
-    tune: int = DEFAULT_SAMPLER_CONFIG["tune"],
-    chains: int = DEFAULT_SAMPLER_CONFIG["chains"],
-    seed: int | None = None,
-    sampler: Sampler = "auto",
-    target_accept: float = DEFAULT_SAMPLER_CONFIG["target_accept"],
-    progressbar: bool = False,
-    drug: DrugModel | None = None,
-    threshold: float | None = None,
-) -> Fit:
-    """Fit one case.
-
-    Parameters
-    ----------
-    case
-        A validated case (:func:`~dialyzability.case.load_case`).
-    draws, tune, chains
-        NUTS settings per chain.
-    seed
-        Random seed; one is drawn (and recorded in the fit) when not given, so every fit can be
-        repeated exactly.
-    sampler
-        ``"auto"`` (fastest installed), ``"nutpie"``, ``"numpyro"`` or ``"pymc"``.
-    target_accept
-        NUTS target acceptance probability.
-    progressbar
-        Show the sampler's progress bar.
-    drug
-        Drug model; by default the one the case names.
-    threshold
-        Level (mg/L) taken as the end of toxicity, for the hours saved by the ECTR; by default
-        the upper end of the drug's therapeutic range.
-    """
-
-    from .model import build_model, case_events
-
-    config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
-    drug = drug or load_drug(case.drug)
-    config["threshold"] = threshold if threshold is not None else drug.therapeutic_high
-    if config["sampler"] == "nutpie":
-        idata = sample_compiled(case, drug, config, progressbar)
-    else:
-        model = build_model(case, drug, kinetics_for(config["sampler"])).model
-        idata = sample(model, config, progressbar)
-    latent_times = case_events(case)[0].latent()
-    attrs = {
-        "dialyzability_version": __version__,
-        "hdi_prob": HDI_PROB,
-        "case": json.dumps(case.raw, default=str),
-        "case_source": case.source,
-        "case_normalised": json.dumps(case.to_json()),
-        "drug_model": drug.model_dump_json(),
-        "priors": json.dumps(drug.prior_table()),
-        "config": json.dumps(config),
-        "latent_times": json.dumps(latent_times),
-    }
-    attrs["config_hash"] = _digest(attrs)
-    idata.attrs.update(attrs)
-    return Fit(idata, case, drug, config)

@@ -1,7 +1,8 @@
 """The report of a fit: Markdown and self-contained HTML, generated from the summary's numbers.
 
 A :class:`Report` is a small frozen value: a list of blocks (headings, paragraphs, tables,
-figures) built once from a :class:`~dialyzability.fit.Summary`, then rendered as Markdown or as
+figures) built once from a :class:`~dialyzability.results.fit.Summary`, then rendered as Markdown
+or as
 HTML with the figures embedded (no network). Every number in a sentence is formatted by
 :func:`fmt` from the same summary as the tables and ``summary.json``.
 """
@@ -13,8 +14,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from .extrip import GRADE_LABELS, GRADES
-from .quantities import FLOWS_ML_MIN
+from dialyzability.results.extrip import GRADE_LABELS, GRADES
+from dialyzability.results.quantities import FLOWS_ML_MIN
 
 FIGURE_CAPTIONS = {
     "fit.png": "Measured levels with the posterior median and 50 %/95 % bands; sessions shaded "
@@ -271,7 +272,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
 
 def write_report(fit, summary, directory: str | Path, figures: list[str]) -> list[Path]:
     """Write report.md and report.html (figures embedded) into ``directory``."""
-    from .files import write_text_whole
+    from dialyzability.io.files import write_text_whole
 
     directory = Path(directory)
     report = build_report(fit, summary, figures)
