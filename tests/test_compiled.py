@@ -1,4 +1,4 @@
-"""The compile cache: one compiled model per structure, with each case's numbers as its data.
+"""The compile cache: one compiled model per structure, with each batch's numbers as its data.
 
 The machine code taken from the cache is called directly (as nutpie calls it) and compared with
 the log density and gradient of a PyMC model freshly built for the same case.
@@ -12,11 +12,21 @@ import sys
 import numpy as np
 import pytest
 
-from dialyzability import compiled
-from dialyzability.design import structure
+from dialyzability.design import make_batch
+from dialyzability.inference import compiled
 from dialyzability.io.case import parse_case
 from dialyzability.io.drugs import load_drug
 from dialyzability.model.build import build_model
+from dialyzability.simulate import simulate_population
+
+
+def _batch(*cases, drug=None):
+    return make_batch(list(cases), drug or load_drug(cases[0].drug))
+
+
+def _key(*cases, population="fixed"):
+    return compiled.cache_key(_batch(*cases), population)
+
 
 _SIGNATURE = ctypes.CFUNCTYPE(
     ctypes.c_int64,
@@ -48,7 +58,7 @@ def _call(model, x):
 def _fresh(case, drug, model):
     """x -> (logp, gradient) of a freshly built PyMC model of ``case``, x laid out as in the
     compiled ``model``."""
-    pm_model = build_model(case, drug).model
+    pm_model = build_model([case], drug).model
     logp = pm_model.compile_logp(jacobian=True)
     dlogp = pm_model.compile_dlogp(jacobian=True)
     names, slices, shapes = model.shape_info
@@ -88,11 +98,11 @@ def test_same_structure_reuses_the_code_with_the_new_numbers(cache, lee_raw):
     drug = load_drug("baclofen")
     case = parse_case(lee_raw, "lee.toml")
     other = parse_case(_variant(lee_raw), "variant.toml")
-    assert structure(case) == structure(other)
-    assert compiled.cache_key(case, drug) == compiled.cache_key(other, drug)
-    first, hit_first = compiled.compiled_model(case, drug)
+    assert _batch(case).structure() == _batch(other).structure()
+    assert _key(case) == _key(other)
+    first, hit_first = compiled.compiled_model(_batch(case))
     compiled._MEMORY.clear()  # the second look-up reads the file
-    second, hit_second = compiled.compiled_model(other, drug)
+    second, hit_second = compiled.compiled_model(_batch(other))
     assert (hit_first, hit_second) == (False, True)
     assert len(list(cache.glob("*.nutpie"))) == 1
     rng = np.random.default_rng(5)
@@ -120,18 +130,32 @@ def test_same_structure_reuses_the_code_with_the_new_numbers(cache, lee_raw):
     ids=["extra level", "known start", "modality", "no weight", "censored"],
 )
 def test_a_different_structure_has_another_key(lee_raw, change):
-    drug = load_drug("baclofen")
     case = parse_case(lee_raw, "lee.toml")
     change(lee_raw)
     other = parse_case(lee_raw, "other.toml")
-    assert compiled.cache_key(case, drug) != compiled.cache_key(other, drug)
+    assert _key(case) != _key(other)
 
 
 def test_free_text_does_not_change_the_key(lee_raw):
-    drug = load_drug("baclofen")
     case = parse_case(lee_raw, "lee.toml")
     lee_raw.update(id="another", reference="Someone 2030", notes="n")
-    assert compiled.cache_key(case, drug) == compiled.cache_key(parse_case(lee_raw, "x"), drug)
+    assert _key(case) == _key(parse_case(lee_raw, "x"))
+
+
+def test_a_pooled_batch_is_keyed_by_its_structure_and_layer():
+    """A pooled refit of the same cases under another timing assumption (a range moved) has
+    the same key; another population layer, or one case more, has another."""
+    raws, _, _ = simulate_population(6, seed=3)
+    cases = [parse_case(r, r["id"]) for r in raws]
+    key = _key(*cases, population="hierarchical")
+    sparse = next(r for r in raws if r["urine"] and isinstance(r["urine"][0]["start_h"], list))
+    lo, hi = sparse["urine"][0]["start_h"]
+    sparse["urine"][0]["start_h"] = [lo + 0.5, hi + 1.0]
+    moved = [parse_case(r, r["id"]) for r in raws]
+    assert _batch(*moved).data["timing_lo"].tolist() != _batch(*cases).data["timing_lo"].tolist()
+    assert _key(*moved, population="hierarchical") == key
+    assert _key(*cases, population="fixed") != key
+    assert _key(*cases[:-1], population="hierarchical") != key
 
 
 # a small structure (one iv dose, two levels) so that the races below compile quickly
@@ -149,10 +173,9 @@ SMALL = {
 
 def test_an_unreadable_entry_is_compiled_again(cache):
     case = parse_case(SMALL, "small.toml")
-    drug = load_drug(case.drug)
-    path = cache / f"{compiled.cache_key(case, drug)}.nutpie"
+    path = cache / f"{_key(case)}.nutpie"
     path.write_bytes(b"not a cache entry")
-    model, hit = compiled.compiled_model(case, drug)
+    model, hit = compiled.compiled_model(_batch(case))
     assert not hit
     assert path.stat().st_size > 1000
     logp, _ = _call(model, np.zeros(model.n_dim))
@@ -165,10 +188,11 @@ def test_two_processes_compiling_at_once_both_succeed(cache):
     script = (
         "import sys\n"
         "from dialyzability.io.case import parse_case\n"
+        "from dialyzability.design import make_batch\n"
         "from dialyzability.inference.compiled import compiled_model\n"
         "from dialyzability.io.drugs import load_drug\n"
         f"case = parse_case({SMALL!r}, 'small.toml')\n"
-        "model, hit = compiled_model(case, load_drug(case.drug))\n"
+        "model, hit = compiled_model(make_batch([case], load_drug(case.drug)))\n"
         "print(model.n_dim, hit)\n"
     )
     env = {**os.environ, "DIALYZABILITY_CACHE": str(cache)}

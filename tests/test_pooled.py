@@ -5,16 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from dialyzability.api import fit
+from dialyzability.api import fit_cases, fit_pooled
 from dialyzability.cli import main
 from dialyzability.io.case import CaseError, load_case, parse_case
 from dialyzability.io.tidy import load_tidy_csv
-from dialyzability.model.pooled import PoolError, build_pooled_model, fit_pooled
+from dialyzability.model.build import PoolError, build_model
+from dialyzability.results.population import case_ratio, population_draws
 from dialyzability.simulate import simulate_population
 
 from .conftest import CASES, LEE, ROOT
-
-SMALL = {"draws": 300, "tune": 300, "chains": 2}
 
 
 def test_tidy_csv_gives_the_same_case_as_the_toml():
@@ -39,15 +38,15 @@ def test_pooling_several_drugs_is_refused():
     cases = [load_case(p) for p in sorted(CASES.glob("*.toml"))]
     if len({c.drug for c in cases}) > 1:
         with pytest.raises(PoolError, match="one drug"):
-            build_pooled_model(cases)
+            build_model(cases, population="hierarchical")
     with pytest.raises(PoolError):
-        build_pooled_model([])
+        build_model([], population="hierarchical")
 
 
 def test_pooled_model_has_finite_gradient_for_mixed_designs():
     raws, _, _ = simulate_population(8, seed=4)
     cases = [parse_case(r, r["id"]) for r in raws]
-    model = build_pooled_model(cases).model
+    model = build_model(cases, population="hierarchical").model
     point = model.initial_point()
     assert np.isfinite(model.compile_logp(mode="FAST_COMPILE")(point))
     assert np.all(np.isfinite(model.compile_dlogp(mode="FAST_COMPILE")(point)))
@@ -103,13 +102,14 @@ def test_population_ratio_is_recovered_and_pooling_narrows():
     cases = [parse_case(r, r["id"]) for r in raws]
     pooled = fit_pooled(cases, seed=11)
     assert pooled.diagnostics().divergences == 0
-    draws = np.log(pooled.population_draws()["ratio_HD_normal"]).ravel()
+    draws = np.log(population_draws(pooled)["ratio_HD_normal"]).ravel()
     lo, hi = np.percentile(draws, [2.5, 97.5])
     assert lo <= population.log_ratio <= hi
+    unpooled = fit_cases(cases, "fixed", seed=11)  # the same cases side by side, unpooled
     widths_pooled, widths_single = [], []
-    for c in cases:
-        q = np.log(np.asarray(pooled.case_quantities(c)["ratio"]).ravel())
+    for i in range(len(cases)):
+        q = np.log(case_ratio(pooled.view(i)))
         widths_pooled.append(np.subtract(*np.percentile(q, [97.5, 2.5])))
-        single = np.log(np.asarray(fit(c, seed=11, **SMALL).quantities()["ratio"]).ravel())
+        single = np.log(case_ratio(unpooled.view(i)))
         widths_single.append(np.subtract(*np.percentile(single, [97.5, 2.5])))
     assert np.mean(widths_pooled) < np.mean(widths_single)

@@ -1,43 +1,40 @@
-"""The toolkit's entry points: fit one case or pool many, returning a :class:`Fit`."""
+"""The toolkit's entry points: fit one case, or pool many, each returning a :class:`Fit`."""
 
 from __future__ import annotations
 
-import json
-
 from dialyzability import __version__
-from dialyzability.inference.sampling import (
-    DEFAULT_SAMPLER_CONFIG,
-    Sampler,
-    kinetics_for,
-    sample,
-    sample_compiled,
-    sampler_config,
-)
+from dialyzability.inference.run import run
+from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG, Sampler, sampler_config
 from dialyzability.io.case import Case
-from dialyzability.io.drugs import DrugModel, load_drug
-from dialyzability.results.fit import Fit, _digest
-from dialyzability.results.quantities import HDI_PROB
+from dialyzability.io.drugs import DrugModel
+from dialyzability.results.fit import Fit
+
+_D = DEFAULT_SAMPLER_CONFIG
 
 
-def fit(
-    case: Case,
+def fit_cases(
+    cases: list[Case],
+    population: str = "fixed",
     *,
-    draws: int = DEFAULT_SAMPLER_CONFIG["draws"],
-    tune: int = DEFAULT_SAMPLER_CONFIG["tune"],
-    chains: int = DEFAULT_SAMPLER_CONFIG["chains"],
+    draws: int = _D["draws"],
+    tune: int = _D["tune"],
+    chains: int = _D["chains"],
     seed: int | None = None,
     sampler: Sampler = "auto",
-    target_accept: float = DEFAULT_SAMPLER_CONFIG["target_accept"],
+    target_accept: float = _D["target_accept"],
     progressbar: bool = False,
     drug: DrugModel | None = None,
     threshold: float | None = None,
 ) -> Fit:
-    """Fit one case.
+    """Fit N >= 1 cases of one drug under a population layer.
 
     Parameters
     ----------
-    case
-        A validated case (:func:`~dialyzability.io.case.load_case`).
+    cases
+        Validated cases (:func:`~dialyzability.io.case.load_case`), all of one drug.
+    population
+        ``"fixed"``: each case under the drug model's prior (a single-case fit, or cases
+        side by side, unpooled); ``"hierarchical"``: pooled (DESIGN §5).
     draws, tune, chains
         NUTS settings per chain.
     seed
@@ -50,35 +47,23 @@ def fit(
     progressbar
         Show the sampler's progress bar.
     drug
-        Drug model; by default the one the case names.
+        Drug model; by default the one the cases name.
     threshold
         Level (mg/L) taken as the end of toxicity, for the hours saved by the ECTR; by default
         the upper end of the drug's therapeutic range.
     """
-
-    from dialyzability.design import case_events
-    from dialyzability.model.build import build_model
-
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
-    drug = drug or load_drug(case.drug)
-    config["threshold"] = threshold if threshold is not None else drug.therapeutic_high
-    if config["sampler"] == "nutpie":
-        idata = sample_compiled(case, drug, config, progressbar)
-    else:
-        model = build_model(case, drug, kinetics_for(config["sampler"])).model
-        idata = sample(model, config, progressbar)
-    latent_times = case_events(case)[0].latent()
-    attrs = {
-        "dialyzability_version": __version__,
-        "hdi_prob": HDI_PROB,
-        "case": json.dumps(case.raw, default=str),
-        "case_source": case.source,
-        "case_normalised": json.dumps(case.to_json()),
-        "drug_model": drug.model_dump_json(),
-        "priors": json.dumps(drug.prior_table()),
-        "config": json.dumps(config),
-        "latent_times": json.dumps(latent_times),
-    }
-    attrs["config_hash"] = _digest(attrs)
-    idata.attrs.update(attrs)
-    return Fit(idata, case, drug, config)
+    idata, batch = run(list(cases), population, config, drug, progressbar)
+    config["threshold"] = threshold if threshold is not None else batch.drug.therapeutic_high
+    attrs = {"dialyzability_version": __version__}
+    return Fit.from_run(idata, batch.cases, batch.drug, config, population, attrs)
+
+
+def fit(case: Case, **options) -> Fit:
+    """Fit one case (options as :func:`fit_cases`)."""
+    return fit_cases([case], "fixed", **options)
+
+
+def fit_pooled(cases: list[Case], **options) -> Fit:
+    """Fit the hierarchical model of ``cases`` (one drug; options as :func:`fit_cases`)."""
+    return fit_cases(list(cases), "hierarchical", **options)

@@ -245,7 +245,8 @@ def _load_inputs(paths: list[Path]):
 
 
 def _pool(args: argparse.Namespace) -> int:
-    from dialyzability.model.pooled import PoolError, fit_pooled
+    from dialyzability.api import fit_cases, fit_pooled
+    from dialyzability.model.build import PoolError
 
     cases = _load_inputs(args.cases)
     if args.drug:
@@ -269,28 +270,23 @@ def _pool(args: argparse.Namespace) -> int:
     except (PoolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    unpooled = {}
+    unpooled = None
     if not args.no_unpooled:
-        import numpy as np
-
-        from dialyzability.api import fit
-
-        for c in cases:
-            if c.modalities:
-                single = fit(c, **sampling)
-                key = "ratio" if len(c.modalities) == 1 else f"ratio_{c.modalities[0]}"
-                unpooled[c.id] = np.asarray(single.quantities()[key]).ravel()
+        # the same cases side by side under the drug model's prior: one model, no pooling
+        unpooled = fit_cases(cases, "fixed", **sampling)
     _write_pooled(pooled, out, args.hdi, unpooled)
     return 0
 
 
-def _write_pooled(pooled, out: Path, hdi: float, unpooled: dict) -> None:
+def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> None:
     import matplotlib.pyplot as plt
 
     from dialyzability.outputs.plots import DPI, forest_data, plot_forest
+    from dialyzability.results.population import pooled_summary, unpooled_ratios
     from dialyzability.results.quantities import describe
 
-    summary = pooled.summary(hdi)
+    summary = pooled_summary(pooled, hdi)
+    unpooled = unpooled_ratios(unpooled) if unpooled is not None else {}
     for cid, draws in unpooled.items():
         summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi)
     write_whole(out / "posterior.nc", pooled.idata.to_netcdf)

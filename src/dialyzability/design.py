@@ -110,6 +110,21 @@ class BatchDesign:
         )
 
 
+def level_name(number: int) -> str:
+    """Label of a case's level ``number`` (1-based, in the case file's order)."""
+    return f"level{number}"
+
+
+def urine_name(number: int) -> str:
+    """Label of a case's urine collection ``number`` (1-based)."""
+    return f"urine{number}"
+
+
+def session_name(number: int) -> str:
+    """Label of a case's session ``number`` (1-based)."""
+    return f"session{number}"
+
+
 @dataclass
 class Events:
     """Event times of a case: fixed values and latent ranges, with labels."""
@@ -193,15 +208,15 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     first = ev.add("first", Time(lo=min(t.lo for t in all_times), hi=min(t.lo for t in all_times)))
     last = ev.add("last", Time(lo=max(t.hi for t in all_times), hi=max(t.hi for t in all_times)))
     doses = [ev.add(f"dose{i}", d.time_h) for i, d in enumerate(case.doses, 1)]
-    levels = [ev.add(f"level{i}", c.time_h) for i, c in enumerate(case.concentrations, 1)]
+    levels = [ev.add(level_name(i), c.time_h) for i, c in enumerate(case.concentrations, 1)]
     urine = []
     for i, u in enumerate(case.urine, 1):
-        s = ev.add(f"urine{i}_start", u.start_h)
-        urine.append((s, ev.add_end(f"urine{i}_end", s, u.end_h, u.duration_h)))
+        s = ev.add(f"{urine_name(i)}_start", u.start_h)
+        urine.append((s, ev.add_end(f"{urine_name(i)}_end", s, u.end_h, u.duration_h)))
     sessions = []
     for i, x in enumerate(case.sessions, 1):
-        s = ev.add(f"session{i}_start", x.start_h)
-        sessions.append((s, ev.add_end(f"session{i}_end", s, x.end_h, x.duration_h)))
+        s = ev.add(f"{session_name(i)}_start", x.start_h)
+        sessions.append((s, ev.add_end(f"{session_name(i)}_end", s, x.end_h, x.duration_h)))
     modalities = case.modalities
     design = Design(
         n_events=len(ev.labels),
@@ -222,59 +237,6 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
         "course": len(urine) + len(sessions),
     }
     return ev, design, index
-
-
-def _observations(case: Case) -> dict[str, list[int]]:
-    """Which levels are quantified and which below the LLOQ, and which sessions have a
-    measured recovery (indices into the case's lists)."""
-    levels = case.concentrations
-    return {
-        "quantified": [i for i, c in enumerate(levels) if not c.below_lloq],
-        "censored": [i for i, c in enumerate(levels) if c.below_lloq],
-        "measured": [i for i, s in enumerate(case.sessions) if s.amount is not None],
-    }
-
-
-def model_data(case: Case, drug: DrugModel) -> dict[str, np.ndarray]:
-    """Every number of the case that the model uses, by name (canonical units).
-
-    The model takes these as data (``pm.Data``), so that one compiled model serves every case
-    of the same :func:`structure` (see
-    :mod:`dialyzability.inference.compiled`). Logs are taken here.
-
-    Returns
-    -------
-    dict
-        ``event_constants`` (h, :meth:`Events.constants`), ``latent_lo``/``latent_hi`` (h, the
-        ranges of the latent timings), ``dose_amount`` (mg), ``log_weight`` (log kg, if known),
-        ``cl_mean``/``cl_chol`` (:func:`clearance_prior` of the case's kidney function),
-        ``log_a0_guess`` (log mg, cases without a dose), ``level_log_y`` and
-        ``level_log_lloq`` (log mg/L), ``urine_log_y`` and ``effluent_log_y`` (log mg).
-    """
-    ev, _, _ = case_events(case)
-    obs = _observations(case)
-    latent = ev.latent()
-    data = {
-        "event_constants": ev.constants(),
-        "latent_lo": np.array([lo for lo, _ in latent.values()], dtype=float),
-        "latent_hi": np.array([hi for _, hi in latent.values()], dtype=float),
-        "dose_amount": np.array([d.amount for d in case.doses], dtype=float),
-    }
-    mean, chol = clearance_prior(drug, case.kidney_function)
-    data["cl_mean"], data["cl_chol"] = mean, chol
-    if case.patient.weight is not None:
-        data["log_weight"] = np.array(math.log(case.patient.weight))
-    if not case.doses:
-        measured = [c.value for c in case.concentrations if c.value and not c.below_lloq]
-        c_ref = measured[0] if measured else (drug.therapeutic_high or 1.0)
-        guess = c_ref * drug.priors.volume.median * (case.patient.weight or drug.weight.median)
-        data["log_a0_guess"] = np.array(math.log(guess))
-    levels = case.concentrations
-    data["level_log_y"] = np.log([levels[i].value for i in obs["quantified"]])
-    data["level_log_lloq"] = np.log([levels[i].lloq for i in obs["censored"]])
-    data["urine_log_y"] = np.log([u.recovered for u in case.urine])
-    data["effluent_log_y"] = np.log([case.sessions[i].amount for i in obs["measured"]])
-    return {k: np.asarray(v, dtype=float) for k, v in data.items()}
 
 
 def structure(case: Case) -> dict:
@@ -298,3 +260,306 @@ def structure(case: Case) -> dict:
     for key in ("id", "reference", "doi", "clock", "notes"):  # free text
         out.pop(key, None)
     return out
+
+
+#: kidney-function classes, in the order of the hierarchical model's ``kidney`` dimension
+KIDNEY_CLASSES = ("normal", "impaired", "anuric")
+#: parameters with a between-case SD in a hierarchical fit; its variable is :func:`tau_name`
+POPULATION_SPREAD = ("volume", "cl_renal", "cl_nonrenal", "cl_ectr", "ka")
+
+
+def mu_name(parameter: str) -> str:
+    """Name of the population mean (log scale, 70-kg adult) of ``parameter``."""
+    return f"mu_{parameter}"
+
+
+def tau_name(parameter: str) -> str:
+    """Name of the between-case SD (log scale) of ``parameter`` in a hierarchical fit."""
+    return f"tau_{parameter}"
+
+
+#: suffix of the sampler's own coordinates (standardised or whitened); never reported
+RAW = "_raw"
+
+
+def _pad(rows: list[list], fill, dtype) -> np.ndarray:
+    width = max([len(r) for r in rows] + [1])
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One kind of observation over a batch, in long form (one entry per observation).
+
+    Attributes
+    ----------
+    labels
+        Coordinate labels (see :meth:`Batch.label`).
+    case
+        Index of each observation's case.
+    where
+        Position of each observation in its case's prediction: the sample (levels), the window
+        (urine, effluent).
+    value
+        Observed value (mg/L or mg); for a level below the LLOQ, the LLOQ.
+    censored
+        True for a level below the LLOQ.
+    """
+
+    labels: tuple[str, ...]
+    case: np.ndarray
+    where: np.ndarray
+    value: np.ndarray
+    censored: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def per_case(self, n_cases: int, mask=None) -> np.ndarray:
+        """How many observations (of ``mask``, default all) each case has."""
+        mask = np.ones(len(self), bool) if mask is None else mask
+        return np.bincount(self.case[mask], minlength=n_cases).astype(float)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """N >= 1 cases of one drug laid out for the model: structure, numbers and names.
+
+    Everything the model builder, the posterior curves and the Stan peer need to know about the
+    cases, computed once. Numbers (doses, observed values, known times, ranges of vague times,
+    weights, clearance priors by kidney class) are in :attr:`data`; everything else is structure
+    and fixes the shape of the compiled model (:meth:`structure`).
+
+    Names: every posterior variable and coordinate label is made here. A label of one case's
+    event is the event's own name (``level1``, ``t_session1_start``); in a batch of several cases
+    it is prefixed by the case id (``lee2020:level1``).
+    """
+
+    cases: tuple[Case, ...]
+    drug: DrugModel
+    events: tuple[Events, ...]
+    kinetics: BatchDesign
+    windows: tuple[dict, ...]
+    modalities: tuple[str, ...]
+    kidney_classes: tuple[str, ...]
+    timings: tuple[tuple[int, str], ...]  # (case, name) of each latent timing
+    levels: Observations
+    urine: Observations
+    effluent: Observations
+    sessions: tuple[tuple[int, int], ...]  # (case, window) of every session
+    collections: tuple[tuple[int, int], ...]  # (case, window) of every urine collection
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.cases)
+
+    @property
+    def single(self) -> bool:
+        return len(self.cases) == 1
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.cases]
+
+    def label(self, case: int, name: str) -> str:
+        """Coordinate label of a case's event or observation."""
+        return name if self.single else f"{self.cases[case].id}:{name}"
+
+    @property
+    def timing_labels(self) -> list[str]:
+        return [self.label(c, name) for c, name in self.timings]
+
+    @property
+    def oral(self) -> np.ndarray:
+        """Cases with an oral dose (they have a bioavailability)."""
+        return np.array([any(d.route == "oral" for d in c.doses) for c in self.cases])
+
+    @property
+    def weight_missing(self) -> np.ndarray:
+        return np.array([c.patient.weight is None for c in self.cases])
+
+    @property
+    def no_dose(self) -> np.ndarray:
+        """Cases without a dose (their body burden at the first event is latent)."""
+        return np.array([not c.doses for c in self.cases])
+
+    @property
+    def kidney(self) -> np.ndarray:
+        """Index of each case's kidney-function class in :attr:`kidney_classes`."""
+        return np.array([self.kidney_classes.index(c.kidney_function) for c in self.cases])
+
+    def coords(self) -> dict[str, list[str]]:
+        """Named dimensions with their labels (ArviZ coordinates)."""
+        ids = self.ids
+        coords = {
+            "case": ids,
+            "modality": list(self.modalities),
+            "kidney": list(self.kidney_classes),
+            "latent_time": self.timing_labels,
+            "level": list(self.levels.labels),
+            "urine": list(self.urine.labels),
+            "effluent": list(self.effluent.labels),
+            "session": [self.label(c, session_name(i + 1)) for c, i in _numbered(self.sessions)],
+            "oral": [i for i, o in zip(ids, self.oral, strict=True) if o],
+            "weight_missing": [i for i, m in zip(ids, self.weight_missing, strict=True) if m],
+            "no_dose": [i for i, m in zip(ids, self.no_dose, strict=True) if m],
+        }
+        return {k: v for k, v in coords.items() if v}
+
+    @property
+    def data(self) -> dict[str, np.ndarray]:
+        """Every number of the cases that the model uses, by name (canonical units, logs taken).
+
+        ``event_time`` (C, n) h: each event's time with every latent timing at 0 (the known
+        times; an end given by a duration is its start plus the known duration), a padded event
+        at its case's latest time; the latent timings are added to it
+        (:meth:`timing_scatter`);
+        ``timing_lo``/``timing_hi`` (h): ranges of the latent timings; ``dose_amount`` (C, D)
+        mg; ``log_weight`` (C,) log kg, 0 where unknown; ``cl_mean`` (C, 2) and ``cl_chol``
+        (C, 2, 2): the prior of (log CL_R, log CL_NR) of a 70-kg adult of each case's kidney
+        class (:func:`~dialyzability.io.drugs.clearance_prior`); ``log_a0_guess`` (C,) log mg;
+        ``level_log_y``, ``urine_log_y``, ``effluent_log_y``: observed values (a level below the
+        LLOQ: its LLOQ).
+        """
+        n = self.kinetics.n_events
+        t = np.zeros((self.n_cases, n))
+        for i, ev in enumerate(self.events):
+            t[i, : len(ev.times)] = ev.resolve({name: 0.0 for name in ev.latent()})
+            t[i, len(ev.times) :] = max(x.hi for x in ev.times)
+        lo, hi = [], []
+        for c, name in self.timings:
+            lo.append(self.events[c].latent()[name][0])
+            hi.append(self.events[c].latent()[name][1])
+        priors = [clearance_prior(self.drug, c.kidney_function) for c in self.cases]
+        guess = []
+        for c in self.cases:
+            measured = [x.value for x in c.concentrations if x.value and not x.below_lloq]
+            c_ref = measured[0] if measured else (self.drug.therapeutic_high or 1.0)
+            weight = c.patient.weight or self.drug.weight.median
+            guess.append(math.log(c_ref * self.drug.priors.volume.median * weight))
+        data = {
+            "event_time": t,
+            "timing_lo": np.array(lo, float),
+            "timing_hi": np.array(hi, float),
+            "dose_amount": _pad([[d.amount for d in c.doses] for c in self.cases], 0.0, float),
+            "log_weight": np.array([math.log(c.patient.weight or 1.0) for c in self.cases]),
+            "cl_mean": np.array([m for m, _ in priors]),
+            "cl_chol": np.array([chol for _, chol in priors]),
+            "log_a0_guess": np.array(guess),
+            "level_log_y": np.log(self.levels.value),
+            "urine_log_y": np.log(self.urine.value),
+            "effluent_log_y": np.log(self.effluent.value),
+        }
+        return {k: np.asarray(v, dtype=float) for k, v in data.items()}
+
+    def structure(self) -> dict:
+        """What fixes the shape of the batch's model: each case's :func:`structure` (numbers
+        blanked), and the drug. Two batches with the same structure differ only in
+        :attr:`data`, and share one compiled model."""
+        return {"drug": self.drug.name, "cases": [structure(c) for c in self.cases]}
+
+    def timing_scatter(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where the latent timings enter the event times: (flat event index, timing index)
+        pairs, so that times = event_time + scatter-add of the timings. An end given by a
+        duration adds its start's timing too."""
+        n = self.kinetics.n_events
+        rows, cols = [], []
+        index = {key: k for k, key in enumerate(self.timings)}
+        for c, ev in enumerate(self.events):
+            names = list(ev.latent())
+            basis = ev.resolve({name: 0.0 for name in names})
+            for e in range(len(ev.times)):
+                for name in names:
+                    probe = ev.resolve({k: float(k == name) for k in names})[e] - basis[e]
+                    if probe:
+                        rows.append(c * n + e)
+                        cols.append(index[(c, name)])
+        return np.array(rows, dtype=int), np.array(cols, dtype=int)
+
+    def case_of(self, dim: str) -> np.ndarray:
+        """Index of the case of each label of a case-wise dimension."""
+        return {
+            "level": self.levels.case,
+            "urine": self.urine.case,
+            "effluent": self.effluent.case,
+            "session": np.array([c for c, _ in self.sessions], dtype=int),
+            "latent_time": np.array([c for c, _ in self.timings], dtype=int),
+        }[dim]
+
+
+def _numbered(pairs):
+    """(case, number within the case) for a list of (case, ...) pairs."""
+    seen: dict[int, int] = {}
+    for c, _ in pairs:
+        seen[c] = seen.get(c, -1) + 1
+        yield c, seen[c]
+
+
+def make_batch(cases: list[Case], drug: DrugModel) -> Batch:
+    """Lay out ``cases`` (all of ``drug``) for the model (see :class:`Batch`)."""
+    modalities = tuple(dict.fromkeys(m for c in cases for m in c.modalities))
+    classes = tuple(k for k in KIDNEY_CLASSES if any(c.kidney_function == k for c in cases))
+    events, designs, windows = [], [], []
+    for c in cases:
+        ev, design, index = case_events(c)
+        local = c.modalities
+        design = Design(
+            **{
+                **design.__dict__,
+                "session_modality": tuple(
+                    modalities.index(local[m]) for m in design.session_modality
+                ),
+            }
+        )
+        events.append(ev)
+        designs.append(design)
+        windows.append(index)
+    single = len(cases) == 1
+
+    def label(i, name):
+        return name if single else f"{cases[i].id}:{name}"
+
+    def observations(rows):
+        rows = list(rows)
+        return Observations(
+            labels=tuple(label(i, name) for i, name, *_ in rows),
+            case=np.array([r[0] for r in rows], dtype=int),
+            where=np.array([r[2] for r in rows], dtype=int),
+            value=np.array([r[3] for r in rows], dtype=float),
+            censored=np.array([r[4] for r in rows], dtype=bool),
+        )
+
+    levels = observations(
+        (i, level_name(j + 1), j, x.lloq if x.below_lloq else x.value, x.below_lloq)
+        for i, c in enumerate(cases)
+        for j, x in enumerate(c.concentrations)
+    )
+    urine = observations(
+        (i, urine_name(j + 1), windows[i]["urine"][j], u.recovered, False)
+        for i, c in enumerate(cases)
+        for j, u in enumerate(c.urine)
+    )
+    effluent = observations(
+        (i, session_name(j + 1), windows[i]["sessions"][j], s.amount, False)
+        for i, c in enumerate(cases)
+        for j, s in enumerate(c.sessions)
+        if s.amount is not None
+    )
+    return Batch(
+        cases=tuple(cases),
+        drug=drug,
+        events=tuple(events),
+        kinetics=BatchDesign.stack(designs),
+        windows=tuple(windows),
+        modalities=modalities,
+        kidney_classes=classes,
+        timings=tuple((i, name) for i, ev in enumerate(events) for name in ev.latent()),
+        levels=levels,
+        urine=urine,
+        effluent=effluent,
+        sessions=tuple((i, w) for i, ix in enumerate(windows) for w in ix["sessions"]),
+        collections=tuple((i, w) for i, ix in enumerate(windows) for w in ix["urine"]),
+    )

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialyzability.design import case_events
+from dialyzability.design import BatchDesign, case_events
 from dialyzability.io.case import Case, parse_case
 from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
-from dialyzability.pk.closed_form import solve
+from dialyzability.pk.closed_form import solve_batch
 
 DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored", "same_window")
 
@@ -175,17 +175,14 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
     cl_ectr = (
         np.array([truth.cl_ectr[m] for m in case.modalities]) if case.modalities else np.zeros(1)
     )
-    out = solve(
-        np.array(times),
-        design,
-        truth.volume,
-        truth.cl_renal + truth.cl_nonrenal,
-        cl_ectr,
-        truth.ka,
-        truth.bioavailability,
-        truth.a0,
+    out = solve_batch(
+        np.array([times], dtype=float),
+        BatchDesign.stack([design]),
+        *(np.array([x], dtype=float) for x in (truth.volume, truth.cl_renal + truth.cl_nonrenal)),
+        cl_ectr[None, :],
+        *(np.array([x], dtype=float) for x in (truth.ka, truth.bioavailability, truth.a0)),
     )
-    return out.get("conc", np.zeros(0)), out["auc"], index
+    return out["conc"][0, : len(design.samples)], out["auc"][0], index
 
 
 RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored")

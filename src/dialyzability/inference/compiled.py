@@ -1,11 +1,13 @@
-"""Compile once: a case's nutpie model, cached on disk by the case's structure.
+"""Compile once: a batch's nutpie model, cached on disk by the batch's structure.
 
 Compiling the log density and its gradient (PyTensor rewrites, then numba/LLVM) takes most of a
-single fit's time; sampling takes a few seconds. Every number of a case enters the model as data
-(:func:`~dialyzability.design.model_data`), so the compiled machine code depends only on the
-case's :func:`~dialyzability.design.structure`, the drug model and the software that built it. A
-fit looks the code up under that key and only compiles when it is missing; a sensitivity loop
-(the same case with other timing assumptions, levels or doses) compiles once.
+single fit's time; sampling takes a few seconds. Every number of the cases enters the model as
+data (:attr:`~dialyzability.design.Batch.data`), so the compiled machine code depends only on the
+batch's :meth:`~dialyzability.design.Batch.structure` (for each case: how many doses, levels,
+collections and sessions, which times are ranges, the modalities and the kidney class), the
+population layer, the drug model and the software that built it. A fit, single or pooled, looks
+the code up under that key and only compiles when it is missing; a sensitivity loop (the same
+cases with other timing assumptions, levels or doses) compiles once.
 
 Where: ``$DIALYZABILITY_CACHE`` if set, else ``$XDG_CACHE_HOME/dialyzability`` (default
 ``~/.cache/dialyzability``). Each entry is one file, written to a temporary name and renamed
@@ -31,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dialyzability.io.case import Case
-from dialyzability.io.drugs import DrugModel
+from dialyzability.design import Batch
 from dialyzability.io.files import write_whole
 
 #: bump when the layout of a cache entry changes
@@ -41,6 +42,7 @@ FORMAT = 1
 _GRAPH_MODULES = (
     "design.py",
     "model/build.py",
+    "model/observations.py",
     "pk/closed_form.py",
     "pk/kernel.py",
     "inference/compiled.py",
@@ -83,14 +85,13 @@ def _software() -> dict:
     return {"format": FORMAT, "code": code.hexdigest(), "versions": versions}
 
 
-def cache_key(case: Case, drug: DrugModel) -> str:
-    """Key of a case's compiled model: its structure, the drug model, the code and software
-    that compile it, and the host CPU (hex SHA-256)."""
-    from dialyzability.design import structure
-
+def cache_key(batch: Batch, population: str) -> str:
+    """Key of a batch's compiled model: its structure and population layer, the drug model, the
+    code and software that compile it, and the host CPU (hex SHA-256)."""
     what = {
-        "structure": structure(case),
-        "drug": json.loads(drug.model_dump_json()),
+        "structure": batch.structure(),
+        "population": population,
+        "drug": json.loads(batch.drug.model_dump_json()),
         "software": _software(),
         "host": _host(),
     }
@@ -118,13 +119,13 @@ def _restore_function(entry: dict) -> _Function:
     return _Function(library, library.get_pointer_to_function(entry["name"]))
 
 
-def _compile(case: Case, drug: DrugModel) -> dict:
-    """Build the case's PyMC model, compile it with nutpie and return the cache entry."""
+def _compile(batch: Batch, population: str) -> dict:
+    """Build the batch's PyMC model, compile it with nutpie and return the cache entry."""
     import nutpie
 
     from dialyzability.model.build import build_model
 
-    built = build_model(case, drug)
+    built = build_model(batch, population=population)
     compiled = nutpie.compile_pymc_model(built.model, jitter_rvs=set())
     fields = {
         "shared_data": compiled.shared_data,
@@ -174,8 +175,8 @@ def _restore(entry: dict):
     )
 
 
-def compiled_model(case: Case, drug: DrugModel) -> tuple[object, bool]:
-    """The case's compiled nutpie model with the case's numbers as its data.
+def compiled_model(batch: Batch, population: str = "fixed") -> tuple[object, bool]:
+    """The batch's compiled nutpie model with the cases' numbers as its data.
 
     Returns
     -------
@@ -183,9 +184,7 @@ def compiled_model(case: Case, drug: DrugModel) -> tuple[object, bool]:
         A ``nutpie`` compiled model ready for ``nutpie.sample``, and whether it came from the
         cache (False: compiled now, and stored).
     """
-    from dialyzability.design import model_data
-
-    key = cache_key(case, drug)
+    key = cache_key(batch, population)
     hit = True
     model = _MEMORY.get(key)
     if model is None:
@@ -193,12 +192,12 @@ def compiled_model(case: Case, drug: DrugModel) -> tuple[object, bool]:
         entry = _read(path)
         if entry is None:
             hit = False
-            entry = _compile(case, drug)
+            entry = _compile(batch, population)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_whole(path, lambda tmp: tmp.write_bytes(pickle.dumps(entry)))
             except OSError:
                 pass  # a read-only cache only costs the next fit a compilation
         model = _MEMORY[key] = _restore(entry)
-    data = model_data(case, drug)
+    data = batch.data
     return model.with_data(**{k: v for k, v in data.items() if k in model.shared_data}), hit

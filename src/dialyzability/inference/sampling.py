@@ -6,8 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from dialyzability.io.case import Case
-from dialyzability.io.drugs import DrugModel
+from dialyzability.design import Batch
 
 Sampler = Literal["auto", "nutpie", "numpyro", "pymc"]
 SAMPLERS: tuple[str, ...] = Sampler.__args__
@@ -85,17 +84,17 @@ def sample(model, config: dict, progressbar: bool = False):
         )
 
 
-def sample_compiled(case: Case, drug: DrugModel, config: dict, progressbar: bool = False):
-    """nutpie's NUTS on the case's compiled model, taken from the compile cache when the case's
-    structure has been compiled before (:mod:`dialyzability.inference.compiled`); returns the
-    InferenceData (posterior and sample statistics, no warm-up draws)."""
+def sample_compiled(batch: Batch, population: str, config: dict, progressbar: bool = False):
+    """nutpie's NUTS on the batch's compiled model, taken from the compile cache when the
+    batch's structure has been compiled before (:mod:`dialyzability.inference.compiled`);
+    returns the InferenceData (posterior and sample statistics, no warm-up draws)."""
     import os
 
     import nutpie
 
     from dialyzability.inference.compiled import compiled_model
 
-    model, _ = compiled_model(case, drug)
+    model, _ = compiled_model(batch, population)
     return nutpie.sample(
         model,
         draws=config["draws"],

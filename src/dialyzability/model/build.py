@@ -1,260 +1,348 @@
-"""The PyMC model of one case (DESIGN §4).
+"""One PyMC model for a batch of N >= 1 cases of one drug (DESIGN §4-5).
 
-:func:`build_model` turns a :class:`~dialyzability.io.case.Case` and its
-:class:`~dialyzability.io.drugs.DrugModel` into a :class:`CaseModel`, which *holds* a ``pm.Model``
-(composition, not a subclass) together with the case's event structure.
+:func:`build_model` turns a :class:`~dialyzability.design.Batch` into a :class:`Model`, which
+*holds* a ``pm.Model`` (composition, not a subclass). Each case has its own parameters; above
+them sits a *population layer*:
 
-Parameters (all positive ones on the log scale, non-centred):
+* ``"fixed"`` (a single-case fit, or several cases fitted side by side without pooling): each
+  case's prior is the drug model's, scaled by weight and kidney function;
+* ``"hierarchical"`` (a pooled fit): population means with the drug model's priors and
+  half-normal between-case SDs (:data:`TAU_SCALE`; Gelman A. Bayesian Analysis 2006;1:515-534).
 
-* ``volume`` = V/kg × weight; ``cl_total`` (normal kidneys) = CL_70 × (weight/70)^0.75
-  (allometric scaling; Holford NHG, Clin Pharmacokinet 1996;30:329-332);
-* ``cl_renal`` = fe × cl_total × kidney factor (by ``kidney_function``), ``cl_nonrenal`` =
-  (1 − fe) × cl_total, sampled jointly on the log scale (:func:`clearance_prior`);
-* ``cl_ectr``, one per modality; ``ka``; ``bioavailability`` (only with oral doses);
-* every time given as a range is uniform on it; without a weight, weight is latent; without a
-  dose, the amount in the body at the first event (``a0``) is latent.
+Per case (log scale):
 
-Observations:
+* log V = log(V/kg) + log weight; V/kg ~ the drug's log-normal (fixed) or
+  N(mu_volume, tau_volume) (hierarchical);
+* (log CL_R, log CL_NR) of a 70-kg adult ~ the bivariate normal of
+  :func:`~dialyzability.io.drugs.clearance_prior` for the case's kidney class (fixed), or
+  N((mu_cl_renal[kidney], mu_cl_nonrenal), diag(tau²)) with the population means bivariate
+  under the same prior (hierarchical); both scaled by (weight/70)^0.75 (allometry; Holford NHG,
+  Clin Pharmacokinet 1996;30:329-332);
+* log CL_ECTR per modality, log ka alike; bioavailability ~ Beta (oral doses only); weight
+  latent where not reported; the body burden ``a0`` latent for a case without a dose; every
+  timing given as a range uniform on it.
 
-* levels: log-normal with proportional error; levels below the LLOQ contribute P(C < LLOQ)
-  (censoring, Beal SL, J Pharmacokinet Pharmacodyn 2001;28:481-504, method M3);
-* urine amounts: log-normal around cl_renal × AUC(urine window);
-* effluent recoveries: log-normal around cl_ectr × AUC(session).
+Geometry. What the levels of a case identify are its elimination slope k = CL/V and its
+volume (through the body burden), not CL and V separately, so in CL and V the posterior is a
+narrow ridge (correlations of 0.8-0.85 between log V and log CL_R in pooled fits of simulated
+cases). The clearance pair is therefore sampled in coordinates of log k: with δ = log V minus
+its prior location (V's standardised deviation times its SD), the sampler's coordinate u of the
+clearance pair is
 
-The error SD of each kind is shared by its observations and integrated out analytically under an
-informative prior (:func:`error_prior`, :func:`log_marginal_t`); censored levels use the
-Student-t marginal of each level on its own.
-Sessions without a recovery still act on the kinetics.
+    log CL = loc + L u + δ·1,    u ~ N(−δ L⁻¹1, I)
+
+which is the same prior as log CL = loc + L z, z ~ N(0, I) (a change of variables with unit
+Jacobian), but log k = log CL − log V no longer moves when V does. Measured on the founding case
+and on simulated populations (``benchmarks/geometry.py``): see that script's table.
+
+Observations (:mod:`dialyzability.model.observations`) are observed variables: levels
+log-normal with proportional error, censored below the LLOQ through ``pm.Censored``; urine and
+effluent amounts log-normal around CL_R × AUC and CL_ECTR × AUC. The error SD of each kind is
+shared by a case's observations of that kind and integrated out under its informative prior
+(:func:`~dialyzability.io.drugs.error_prior`): a multivariate Student-t per case and kind.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from dialyzability.design import Design, Events, _observations, case_events, model_data
+from dialyzability.design import POPULATION_SPREAD, RAW, Batch, make_batch, mu_name, tau_name
 from dialyzability.io.case import Case
-from dialyzability.io.drugs import DrugModel, error_prior, load_drug
-from dialyzability.pk.closed_form import solve
+from dialyzability.io.drugs import DrugModel, load_drug
+from dialyzability.model.observations import OBSERVATIONS
+
+Population = Literal["fixed", "hierarchical"]
+#: half-normal scales of the between-case SDs (log scale): a factor of e^0.5 = 1.65 is typical
+TAU_SCALE = dict(zip(POPULATION_SPREAD, (0.3, 0.5, 0.5, 0.5, 0.5), strict=True))
+#: SD (log scale) of the latent body burden of a case without a dose, around its guess
+A0_SIGMA = 1.5
+
+
+class PoolError(ValueError):
+    """Cases that cannot be modelled together (none, several drugs, ...)."""
 
 
 @dataclass
-class CaseModel:
-    """A case's PyMC model with the structure needed to read it back.
+class Model:
+    """A batch's PyMC model with what is needed to read it back.
 
     Attributes
     ----------
-    case, drug
-        What the model was built from.
+    batch
+        The cases' layout (:class:`~dialyzability.design.Batch`).
+    population
+        ``"fixed"`` or ``"hierarchical"``.
     model
         The ``pm.Model``.
-    events, design, windows
-        Event labels and times, the kinetics design, and which windows are urine collections,
-        sessions and the whole course.
-    latent_times
-        Names of the free variables that are timings, with their ranges (h).
     """
 
-    case: Case
-    drug: DrugModel
+    batch: Batch
+    population: str
     model: object
-    events: Events
-    design: Design
-    windows: dict[str, object]
-    latent_times: dict[str, tuple[float, float]]
+
+    @property
+    def drug(self) -> DrugModel:
+        return self.batch.drug
 
 
-def _lognormal(pm, name, prior, shift=0.0, dims=None, shape=None):
-    """Non-centred log-normal: exp(log(median) + shift + sigma z), z ~ N(0, 1)."""
-    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims, shape=shape)
-    return pm.math.exp(math.log(prior.median) + shift + prior.sigma * z)
+def check_poolable(cases: list[Case]) -> str:
+    """The one drug of ``cases``; raises :class:`PoolError` for none or several."""
+    if not cases:
+        raise PoolError("no cases to fit")
+    drugs = sorted({c.drug for c in cases})
+    if len(drugs) > 1:
+        raise PoolError(f"cases of several drugs ({', '.join(drugs)}): pool one drug at a time")
+    return drugs[0]
 
 
-def log_marginal_t(log_y, mu, nu: float, scale: float, n: int | None = None):
-    """Log density of observations y (log-normal, shared σ integrated out; see error_prior).
-
-    With r = log y − mu (n values) and σ² ~ InvGamma(ν/2, ν s²/2), the marginal of r is the
-    multivariate Student-t with ν degrees of freedom, location 0 and scale s² I:
-
-        log p = lnΓ((ν + n)/2) − lnΓ(ν/2) − (n/2) log(ν π s²) − ((ν + n)/2) log(1 + Σr²/(ν s²))
-
-    minus Σ log y for the change of variable from log y to y. ``log_y`` may be data (a shared
-    variable); then ``n`` gives its length.
-    """
+def _lower2(chol, z):
+    """L z for a batch of 2x2 lower-triangular L (..., 2, 2) and z (..., 2)."""
     import pytensor.tensor as pt
 
-    n = len(log_y) if n is None else n
-    r = log_y - mu
-    const = (
-        math.lgamma((nu + n) / 2) - math.lgamma(nu / 2) - n / 2 * math.log(nu * math.pi * scale**2)
+    return pt.stack(
+        [chol[..., 0, 0] * z[..., 0], chol[..., 1, 0] * z[..., 0] + chol[..., 1, 1] * z[..., 1]],
+        axis=-1,
     )
-    return const - (nu + n) / 2 * pt.log1p((r**2).sum() / (nu * scale**2)) - log_y.sum()
 
 
-def _kernel_solve(times, design: Design, volume, cl, cl_ectr, ka, f, a0, dose_amount) -> dict:
-    """:func:`~dialyzability.pk.closed_form.solve`'s ``conc`` and ``auc`` by the compiled kernel (a
-    batch of one case)."""
+def _solve_lower2_ones(chol):
+    """L⁻¹ 1 for a batch of 2x2 lower-triangular L."""
     import pytensor.tensor as pt
 
-    from dialyzability.design import BatchDesign
-    from dialyzability.pk.kernel import solve_op
+    first = 1.0 / chol[..., 0, 0]
+    return pt.stack([first, (1.0 - chol[..., 1, 0] * first) / chol[..., 1, 1]], axis=-1)
 
-    def one(x):
-        return pt.reshape(pt.as_tensor_variable(x, dtype="float64"), (1,))
 
-    amounts = dose_amount[None, :] if design.dose_event else pt.zeros((1, 1))
-    out = solve_op(
-        times[None, :],
-        BatchDesign.stack([design]),
-        one(volume),
-        one(cl),
-        cl_ectr[None, :],
-        one(ka),
-        one(f),
-        one(a0),
-        amounts,
+def _population(batch: Batch, population: str, log_w70, data: dict):
+    """Per-case prior locations and scales: (loc_v, sd_v, loc_cl (C, 2), chol_cl (C, 2, 2),
+    loc_ka, sd_ka, loc_ectr (C, M), sd_ectr (M,)), all on the log scale."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    p, drug = batch.drug.priors, batch.drug
+    m_ectr = np.array([drug.ectr[m].mu for m in batch.modalities])
+    s_ectr = np.array([drug.ectr[m].sigma for m in batch.modalities])
+    if population == "fixed":
+        loc_cl = data["cl_mean"] + 0.75 * log_w70[:, None]
+        ones = pt.ones(batch.n_cases)
+        return (
+            p.volume.mu * ones,
+            p.volume.sigma,
+            loc_cl,
+            data["cl_chol"],
+            p.ka.mu * ones,
+            p.ka.sigma,
+            pt.as_tensor(m_ectr)[None, :] * ones[:, None],
+            s_ectr,
+        )
+    if population != "hierarchical":
+        raise ValueError(f"unknown population layer {population!r}")
+
+    def tau(name):
+        return pm.HalfNormal(tau_name(name), TAU_SCALE[name])
+
+    mu_v = pm.Normal(mu_name("volume"), p.volume.mu, p.volume.sigma)
+    # population means of (log CL_R by kidney class, log CL_NR): the drug's bivariate prior
+    # for every class, CL_NR shared. Ordered (NR, R) its Cholesky factor has the same first
+    # row for every class: mu_NR = m_NR + L00 w0, mu_R[k] = m_R[k] + L10 w0 + L11[k] w[k].
+    from dialyzability.io.drugs import clearance_prior
+
+    priors = [clearance_prior(drug, k) for k in batch.kidney_classes]
+    cov = [chol @ chol.T for _, chol in priors]
+    m_nr = priors[0][0][1]
+    l00 = math.sqrt(cov[0][1, 1])
+    l10 = cov[0][0, 1] / l00
+    l11 = np.array([math.sqrt(c[0, 0] - l10**2) for c in cov])
+    m_r = np.array([m[0] for m, _ in priors])
+    w0 = pm.Normal(mu_name("cl_nonrenal") + RAW, 0.0, 1.0)
+    w = pm.Normal(mu_name("cl_renal") + RAW, 0.0, 1.0, dims="kidney")
+    mu_nr = pm.Deterministic(mu_name("cl_nonrenal"), m_nr + l00 * w0)
+    mu_r = pm.Deterministic(mu_name("cl_renal"), m_r + l10 * w0 + l11 * w, dims="kidney")
+    tau_r, tau_nr = tau("cl_renal"), tau("cl_nonrenal")
+    loc_cl = pt.stack([mu_r[batch.kidney], pt.ones(batch.n_cases) * mu_nr], axis=-1)
+    loc_cl = loc_cl + 0.75 * log_w70[:, None]
+    zero = pt.zeros(batch.n_cases)
+    chol = pt.stack(
+        [pt.stack([zero + tau_r, zero], -1), pt.stack([zero, zero + tau_nr], -1)], axis=-2
     )
-    return {"conc": out["conc"][0, : len(design.samples)], "auc": out["auc"][0]}
+    mu_ka = pm.Normal(mu_name("ka"), p.ka.mu, p.ka.sigma)
+    loc_ectr = pt.zeros((batch.n_cases, len(batch.modalities)))
+    sd_ectr = 1.0
+    if batch.modalities:
+        mu_e = pm.Normal(mu_name("cl_ectr"), m_ectr, s_ectr, dims="modality")
+        loc_ectr = loc_ectr + mu_e[None, :]
+        sd_ectr = tau("cl_ectr")
+    return (
+        mu_v + 0.0 * zero,
+        tau("volume"),
+        loc_cl,
+        chol,
+        mu_ka + 0.0 * zero,
+        tau("ka"),
+        loc_ectr,
+        sd_ectr,
+    )
 
 
-def build_model(case: Case, drug: DrugModel | None = None, kinetics: str = "kernel") -> CaseModel:
-    """Build the PyMC model of one case (see the module docstring).
+def build_model(
+    cases: list[Case] | Batch,
+    drug: DrugModel | None = None,
+    population: Population = "fixed",
+    kinetics: str = "kernel",
+) -> Model:
+    """Build the PyMC model of a batch of cases (see the module docstring).
 
-    Every number of the case enters as data (:func:`model_data`); the rest of the graph
-    depends only on the case's :func:`structure` and the drug model.
+    Every number of the cases enters as data (:attr:`~dialyzability.design.Batch.data`); the
+    rest of the graph depends only on the batch's structure, the drug model and the
+    population layer.
 
     Parameters
     ----------
-    case
-        A validated case.
+    cases
+        Validated cases of one drug (or their :class:`~dialyzability.design.Batch`).
     drug
-        Its drug model; loaded from ``case.drug`` when not given.
+        Their drug model; loaded from the cases' drug when not given.
+    population
+        ``"fixed"`` (each case under the drug model's prior) or ``"hierarchical"`` (pooled).
     kinetics
         ``"kernel"``: the kinetics as one compiled operation with its hand-written gradient
-        (:mod:`dialyzability.pk.kernel`; fast, every backend but JAX); ``"graph"``: as PyTensor
-        array expressions (:func:`~dialyzability.pk.closed_form.solve`; any backend, JAX included).
-        Both give the same log density.
+        (:mod:`dialyzability.pk.kernel`; every backend but JAX); ``"graph"``: as PyTensor array
+        expressions (:func:`~dialyzability.pk.closed_form.solve_batch`; JAX). Both give the
+        same log density.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
-    drug = drug or load_drug(case.drug)
-    ev, design, windows = case_events(case)
-    obs = _observations(case)
-    modalities = case.modalities
-    coords = {"modality": modalities} if modalities else {}
-    with pm.Model(coords=coords) as model:
+    if isinstance(cases, Batch):
+        batch = cases
+    else:
+        cases = list(cases)
+        name = check_poolable(cases)
+        batch = make_batch(cases, drug or load_drug(name))
+    drug = batch.drug
+    c_n = batch.n_cases
+    with pm.Model(coords=batch.coords()) as model:
         data = {
             name: pm.Data(name, value, shape=value.shape)
-            for name, value in model_data(case, drug).items()
+            for name, value in batch.data.items()
+            if value.size
         }
         # body size
-        if case.patient.weight is not None:
-            log_weight = data["log_weight"]
-        else:
-            z_w = pm.Normal("weight_z", 0.0, 1.0)
-            log_weight = math.log(drug.weight.median) + drug.weight.sigma * z_w
-            pm.Deterministic("weight", pt.exp(log_weight))
+        log_weight = data["log_weight"]
+        missing = np.flatnonzero(batch.weight_missing)
+        if len(missing):
+            z_w = pm.Normal(f"weight{RAW}", 0.0, 1.0, dims="weight_missing")
+            log_weight = pt.set_subtensor(
+                log_weight[missing], math.log(drug.weight.median) + drug.weight.sigma * z_w
+            )
+        pm.Deterministic("weight", pt.exp(log_weight), dims="case")
         log_w70 = log_weight - math.log(70.0)
-        p = drug.priors
-        volume = pm.Deterministic(
-            "volume", _lognormal(pm, "volume", p.volume) * pt.exp(log_weight)
-        )  # L/kg x kg
-        # renal and non-renal clearance as one bivariate log-normal (see clearance_prior)
-        z_cl = pm.Normal("clearance_z", 0.0, 1.0, shape=2)
-        log_cl = data["cl_mean"] + 0.75 * log_w70 + pt.dot(data["cl_chol"], z_cl)
-        cl_renal = pm.Deterministic("cl_renal", pt.exp(log_cl[0]))
-        cl_nonrenal = pm.Deterministic("cl_nonrenal", pt.exp(log_cl[1]))
-        ka = pm.Deterministic("ka", _lognormal(pm, "ka", p.ka))
-        oral = any(d.route == "oral" for d in case.doses)
-        f = (
-            pm.Beta("bioavailability", p.bioavailability.alpha, p.bioavailability.beta)
-            if oral
-            else 1.0
+        loc_v, sd_v, loc_cl, chol_cl, loc_ka, sd_ka, loc_e, sd_e = _population(
+            batch, population, log_w70, data
         )
-        if modalities:
-            mu = np.array([math.log(drug.ectr[m].median) for m in modalities])
-            sd = np.array([drug.ectr[m].sigma for m in modalities])
-            z = pm.Normal("cl_ectr_z", 0.0, 1.0, dims="modality")
-            cl_ectr = pm.Deterministic("cl_ectr", pt.exp(mu + sd * z), dims="modality")
+
+        # volume (L/kg x kg) and the clearance pair in coordinates of log k (module docstring)
+        z_v = pm.Normal(f"volume{RAW}", 0.0, 1.0, dims="case")
+        delta_v = sd_v * z_v
+        log_v = loc_v + log_weight + delta_v
+        volume = pm.Deterministic("volume", pt.exp(log_v), dims="case")
+        u = pm.Normal(
+            f"clearance{RAW}", -delta_v[:, None] * _solve_lower2_ones(chol_cl), 1.0, shape=(c_n, 2)
+        )
+        log_cl = loc_cl + _lower2(chol_cl, u) + delta_v[:, None]
+        cl_renal = pm.Deterministic("cl_renal", pt.exp(log_cl[:, 0]), dims="case")
+        cl_nonrenal = pm.Deterministic("cl_nonrenal", pt.exp(log_cl[:, 1]), dims="case")
+        z_ka = pm.Normal(f"ka{RAW}", 0.0, 1.0, dims="case")
+        ka = pm.Deterministic("ka", pt.exp(loc_ka + sd_ka * z_ka), dims="case")
+        oral = np.flatnonzero(batch.oral)
+        f = pt.ones(c_n)
+        if len(oral):
+            pb = drug.priors.bioavailability
+            f_oral = pm.Beta(f"bioavailability{RAW}", pb.alpha, pb.beta, dims="oral")
+            f = pt.set_subtensor(f[oral], f_oral)
+        pm.Deterministic("bioavailability", f, dims="case")
+        if batch.modalities:
+            z_e = pm.Normal(f"cl_ectr{RAW}", 0.0, 1.0, dims=("case", "modality"))
+            cl_ectr = pm.Deterministic(
+                "cl_ectr", pt.exp(loc_e + sd_e * z_e), dims=("case", "modality")
+            )
         else:
-            cl_ectr = pt.zeros(1)
+            cl_ectr = pt.zeros((c_n, 1))
+        no_dose = np.flatnonzero(batch.no_dose)
+        a0 = pt.zeros(c_n)
+        if len(no_dose):
+            z_a0 = pm.Normal(f"a0{RAW}", 0.0, 1.0, dims="no_dose")
+            a0 = pt.set_subtensor(
+                a0[no_dose], pt.exp(data["log_a0_guess"][no_dose] + A0_SIGMA * z_a0)
+            )
+        pm.Deterministic("a0", a0, dims="case")
 
-        # event times: fixed, or uniform on the reported range
-        values = {
-            name: pm.Uniform(name, data["latent_lo"][i], data["latent_hi"][i])
-            for i, name in enumerate(ev.latent())
-        }
-        times_v = pt.stack(ev.resolve(values, xp=pt, constants=data["event_constants"]))
-
-        a0 = 0.0
-        if not case.doses:
-            z_a0 = pm.Normal("a0_z", 0.0, 1.0)
-            a0 = pm.Deterministic("a0", pt.exp(data["log_a0_guess"] + 1.5 * z_a0))
+        # event times: known, or uniform on the reported range, scattered into place
+        times = data["event_time"]
+        if batch.timings:
+            timing = pm.Uniform("timing", data["timing_lo"], data["timing_hi"], dims="latent_time")
+            rows, cols = batch.timing_scatter()
+            flat = pt.inc_subtensor(times.ravel()[rows], timing[cols])
+            times = flat.reshape(times.shape)
 
         cl = cl_renal + cl_nonrenal
         if kinetics == "graph":
-            out = solve(
-                times_v,
-                design,
-                volume,
-                cl,
-                cl_ectr,
-                ka,
-                f,
-                a0,
-                xp=pt,
-                dose_amount=data["dose_amount"],
-            )
-        else:
-            out = _kernel_solve(
-                times_v, design, volume, cl, cl_ectr, ka, f, a0, data["dose_amount"]
-            )
-        auc = out["auc"]
-        pm.Deterministic("removed_renal", cl_renal * auc[windows["course"]])
-        if case.sessions:
-            cl_s = cl_ectr[np.array(design.session_modality)]
-            pred_effluent = cl_s * auc[np.array(windows["sessions"])]
-            pm.Deterministic("pred_effluent", pred_effluent)  # mg, every session
-            pm.Deterministic("removed_ectr", pred_effluent.sum())
+            from dialyzability.pk.closed_form import solve_batch
 
-        if case.concentrations:
-            pm.Deterministic("pred_level", out["conc"])  # mg/L at each level's time
-            log_conc = pt.log(pt.maximum(out["conc"], 1e-12))
-            nu, scale = error_prior(drug.errors["level"])
-            if obs["quantified"]:
-                pm.Potential(
-                    "obs_level",
-                    log_marginal_t(
-                        data["level_log_y"],
-                        log_conc[obs["quantified"]],
-                        nu,
-                        scale,
-                        len(obs["quantified"]),
-                    ),
+            out = solve_batch(times, batch.kinetics, volume, cl, cl_ectr, ka, f, a0, xp=pt)
+        elif kinetics == "kernel":
+            from dialyzability.pk.kernel import solve_op
+
+            dose = data.get("dose_amount", pt.zeros((c_n, 1)))
+            out = solve_op(times, batch.kinetics, volume, cl, cl_ectr, ka, f, a0, dose)
+        else:
+            raise ValueError(f"unknown kinetics {kinetics!r}")
+        conc, auc = out["conc"], out["auc"]
+
+        course = np.array([w["course"] for w in batch.windows])
+        pm.Deterministic("removed_renal", cl_renal * auc[np.arange(c_n), course], dims="case")
+        preds = {}
+        if batch.levels:
+            preds["level"] = pm.Deterministic(
+                "pred_level", conc[batch.levels.case, batch.levels.where], dims="level"
+            )
+        if batch.collections:
+            c_u = np.array([c for c, _ in batch.collections])
+            w_u = np.array([w for _, w in batch.collections])
+            preds["urine"] = pm.Deterministic(
+                "pred_urine", cl_renal[c_u] * auc[c_u, w_u], dims="urine"
+            )
+        removed_ectr = pt.zeros(c_n)
+        if batch.sessions:
+            c_s = np.array([c for c, _ in batch.sessions])
+            w_s = np.array([w for _, w in batch.sessions])
+            mod = np.concatenate(
+                [
+                    batch.kinetics.session_modality[i, : len(c.sessions)]
+                    for i, c in enumerate(batch.cases)
+                ]
+            ).astype(int)
+            session = pm.Deterministic(
+                "pred_session", cl_ectr[c_s, mod] * auc[c_s, w_s], dims="session"
+            )
+            removed_ectr = pt.inc_subtensor(removed_ectr[c_s], session)
+            measured = [
+                k
+                for k, (c, w) in enumerate(batch.sessions)
+                if (c, w) in set(zip(batch.effluent.case, batch.effluent.where, strict=True))
+            ]
+            if measured:
+                preds["effluent"] = pm.Deterministic(
+                    "pred_effluent", session[np.array(measured)], dims="effluent"
                 )
-            if obs["censored"]:
-                dist = pm.StudentT.dist(nu=nu, mu=log_conc[obs["censored"]], sigma=scale)
-                pm.Potential("obs_level_below_lloq", pm.logcdf(dist, data["level_log_lloq"]).sum())
-        if case.urine:
-            pred = pm.Deterministic("pred_urine", cl_renal * auc[np.array(windows["urine"])])
-            nu, scale = error_prior(drug.errors["urine"])
-            pm.Potential(
-                "obs_urine",
-                log_marginal_t(data["urine_log_y"], pt.log(pred), nu, scale, len(case.urine)),
-            )
-        if obs["measured"]:
-            nu, scale = error_prior(drug.errors["effluent"])
-            pm.Potential(
-                "obs_effluent",
-                log_marginal_t(
-                    data["effluent_log_y"],
-                    pt.log(pred_effluent[obs["measured"]]),
-                    nu,
-                    scale,
-                    len(obs["measured"]),
-                ),
-            )
-    return CaseModel(case, drug, model, ev, design, windows, ev.latent())
+        if batch.sessions:
+            pm.Deterministic("removed_ectr", removed_ectr, dims="case")
+
+        for obs in OBSERVATIONS:
+            if obs.name in preds:
+                obs.density(batch, preds[obs.name], data)
+    return Model(batch, population, model)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dialyzability.design import session_name, urine_name
 from dialyzability.io.files import write_whole
 from dialyzability.results.extrip import GRADE_LABELS, GRADES
 from dialyzability.results.quantities import HDI_PROB, describe, name_of
@@ -38,24 +39,18 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
     from dialyzability.design import case_events
 
     events, _, _ = case_events(fit.case)
-    post = fit.idata.posterior
-
-    def median_time(label, t):
-        name = f"t_{label}"
-        return float(post[name].median()) if name in post else t.mid
+    latent = events.latent()
+    times = [t.mid for t in events.times]  # known times, or the middle of a range
+    values = {name: float(fit.timing(name).median()) for name in latent}
+    median = events.resolve(values, constants=np.array(times, dtype=float))
+    where = {label: i for i, label in enumerate(events.labels)}
 
     def span(kind, i, w):
-        start = median_time(f"{kind}{i}_start", w.start_h)
-        if w.end_h is not None:
-            end = median_time(f"{kind}{i}_end", w.end_h)
-        else:
-            dname = f"t_{kind}{i}_duration"
-            end = start + (float(post[dname].median()) if dname in post else w.duration_h.lo)
         return {
             "start_range": (w.start_h.lo, w.start_h.hi),
             "end_range": (w.end.lo, w.end.hi),
-            "start": start,
-            "end": end,
+            "start": float(median[where[f"{kind}{i}_start"]]),
+            "end": float(median[where[f"{kind}{i}_end"]]),
             "vague": w.start_h.is_range or w.end.is_range,
         }
 
@@ -67,7 +62,6 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
     urine = [
         {"label": f"urine #{i}", **span("urine", i, u)} for i, u in enumerate(fit.case.urine, 1)
     ]
-    del events
     return sessions, urine
 
 
@@ -295,44 +289,26 @@ def plot_ratio(fit, data: dict | None = None):
     return fig
 
 
-def recoveries_data(fit, seed: int = 0) -> list[dict]:
-    """Observed amounts and posterior-predictive 95 % intervals (with measurement error), mg."""
-    from dialyzability.io.drugs import error_prior
-
-    post = fit.idata.posterior
-    rng = np.random.default_rng(seed)
+def recoveries_data(fit) -> list[dict]:
+    """Observed amounts and their posterior-predictive 95 % intervals (with measurement
+    error, the ``posterior_predictive`` group), mg; a session without a measured recovery shows
+    the model's amount removed (no measurement error)."""
+    pred = fit.predictive
     rows = []
 
-    def predictive(values, kind):
-        nu, scale = error_prior(fit.drug.errors[kind])
-        x = np.asarray(values).ravel()
-        sigma = np.sqrt(1.0 / rng.gamma(nu / 2, 2.0 / (nu * scale**2), x.shape))
-        return x * np.exp(sigma * rng.normal(size=x.shape))
+    def row(label, observed, draws):
+        lo, mid, hi = np.percentile(np.asarray(draws).ravel(), [2.5, 50, 97.5])
+        return {"label": label, "observed": observed, "median": mid, "low": lo, "high": hi}
 
-    for i, u in enumerate(fit.case.urine):
-        y = predictive(post["pred_urine"].values[..., i], "urine")
-        lo, mid, hi = np.percentile(y, [2.5, 50, 97.5])
-        rows.append(
-            {
-                "label": f"urine #{i + 1}",
-                "observed": u.recovered,
-                "median": mid,
-                "low": lo,
-                "high": hi,
-            }
-        )
-    for i, s in enumerate(fit.case.sessions):
-        y = predictive(post["pred_effluent"].values[..., i], "effluent")
-        lo, mid, hi = np.percentile(y, [2.5, 50, 97.5])
-        rows.append(
-            {
-                "label": f"{s.modality} #{i + 1}",
-                "observed": s.amount,
-                "median": mid,
-                "low": lo,
-                "high": hi,
-            }
-        )
+    for i, u in enumerate(fit.case.urine, 1):
+        rows.append(row(f"urine #{i}", u.recovered, pred["urine_amount"].sel(urine=urine_name(i))))
+    for i, s in enumerate(fit.case.sessions, 1):
+        name = session_name(i)
+        if s.amount is not None:
+            draws = pred["effluent_amount"].sel(effluent=name)
+        else:
+            draws = fit.draws["pred_session"].sel(session=name)
+        rows.append(row(f"{s.modality} #{i}", s.amount, draws))
     return rows
 
 
@@ -501,20 +477,21 @@ def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB
 
     ``unpooled`` maps case ids to draws of the single-case ratio.
     """
+    from dialyzability.results.population import case_ratio, population_draws
+
     cases = []
-    for c in pooled.cases:
+    for i, c in enumerate(pooled.cases):
         if not c.modalities:
             continue
-        q = pooled.case_quantities(c)
-        draws = np.asarray(q[name_of("ratio", c.modalities[0], c.modalities)]).ravel()
+        draws = case_ratio(pooled.view(i))
         row = {"case": c.id, "modality": c.modalities[0], "pooled": describe(draws, hdi_prob)}
         if unpooled and c.id in unpooled:
             row["unpooled"] = describe(unpooled[c.id], hdi_prob)
         cases.append(row)
     population = []
-    draws = pooled.population_draws()
-    for m in pooled.modalities:
-        for k in pooled.kidney_classes:
+    draws = population_draws(pooled)
+    for m in pooled.batch.modalities:
+        for k in pooled.batch.kidney_classes:
             population.append(
                 {
                     "label": f"population: {m}, {k} kidneys",

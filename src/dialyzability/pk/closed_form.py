@@ -20,7 +20,7 @@ and, by mass balance (d(G + A)/dt = -k A), the integral of A over the interval i
 
 D is evaluated in a form that is exact at a == b and has finite gradients there (see
 :func:`divided_exp`). Event times may be latent (uniform over a reported range), so the order of
-events is not fixed: :func:`solve` ranks the event times at every evaluation (by pairwise
+events is not fixed: :func:`solve_batch` ranks the event times at every evaluation (by pairwise
 comparison, so no sort operation sits in the gradient's path) and follows that order, so any order
 is handled exactly. The whole computation is vectorised (no loop over intervals)
 and is written once against an array namespace ``xp``: ``numpy`` for simulation, checks and the
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dialyzability.design import BatchDesign, Design
+from dialyzability.design import BatchDesign
 
 #: below this |h| = |b - a| t / 2, D is evaluated by its even Taylor series
 _SERIES_BELOW = 1e-3
@@ -88,7 +88,8 @@ def _lower_exp(rate_times, n, xp):
 
 
 def solve_batch(times, design: BatchDesign, volume, cl, cl_ectr, ka, bioavailability, a0, xp=np):
-    """:func:`solve` for several cases at once, vectorised over cases (no loop).
+    """Concentrations at the sample events and AUCs over the windows of a batch of cases,
+    vectorised over cases (no loop).
 
     Parameters
     ----------
@@ -171,130 +172,8 @@ def solve_batch(times, design: BatchDesign, volume, cl, cl_ectr, ka, bioavailabi
     return out
 
 
-def _lower_exp_one(rate_times, n, xp):
-    """Matrix M[p, q] = exp(-(x_p - x_q)) for q <= p, 0 above the diagonal (x non-decreasing)."""
-    below = np.tril(np.ones((n, n), dtype=bool))
-    diff = rate_times[:, None] - rate_times[None, :]
-    return xp.where(below, xp.exp(-xp.where(below, diff, 0.0)), 0.0)
-
-
-def solve(
-    times,
-    design: Design,
-    volume,
-    cl,
-    cl_ectr,
-    ka,
-    bioavailability=1.0,
-    a0=0.0,
-    xp=np,
-    dose_amount=None,
-):
-    """Concentrations at the sample events and AUCs over the windows.
-
-    Parameters
-    ----------
-    times
-        Event times (h), a vector of length ``design.n_events``, in any order.
-    design
-        The case's structure (:class:`Design`).
-    volume
-        Volume of distribution V (L).
-    cl
-        Endogenous clearance, renal + non-renal (L/h); must be > 0.
-    cl_ectr
-        Extracorporeal clearance per modality (L/h), a vector.
-    ka
-        Absorption rate constant (1/h).
-    bioavailability
-        Oral bioavailability F.
-    a0
-        Amount (mg) entering the body at ``design.initial_event`` (cases without a dose).
-    xp
-        ``numpy`` or ``pytensor.tensor``.
-    dose_amount
-        The doses (mg), in the order of ``design.dose_event``; by default
-        ``design.dose_amount`` (a tensor here lets a compiled model take them as data).
-
-    Returns
-    -------
-    dict
-        ``conc`` (mg/L) at the samples, ``auc`` (mg·h/L) over the windows, and, on the sorted
-        grid, ``grid`` (h), ``amount`` (mg in the body after the inputs at each grid time),
-        ``gut`` (mg) and ``k`` (1/h, per interval).
-
-    This is the single-case form of :func:`solve_batch` (same formula, indexed rather than
-    gathered); both are checked against the ODE solution and against each other. It is kept
-    separate because the single-case graph compiles several times faster in the numba backend.
-    """
-    n = design.n_events
-    idx = np.arange(n)
-    # stable rank of each event by comparisons (no sort op: ranks carry no gradient, times do)
-    earlier = (times[None, :] < times[:, None]) | (
-        xp.equal(times[None, :], times[:, None]) & (idx[None, :] < idx[:, None])
-    )
-    pos = earlier.sum(axis=1)  # position of each event on the sorted grid
-    grid = xp.where(xp.equal(idx[:, None], pos[None, :]), 1.0, 0.0) @ times
-    dt = grid[1:] - grid[:-1]
-    mid = 0.5 * (grid[1:] + grid[:-1])
-
-    # elimination rate constant on each interval
-    k_endo = cl / volume
-    if design.session_start:
-        starts = times[np.array(design.session_start)]
-        ends = times[np.array(design.session_end)]
-        running = (starts[:, None] <= mid[None, :]) & (mid[None, :] < ends[:, None])
-        cl_sessions = cl_ectr[np.array(design.session_modality)]
-        k = k_endo + (xp.where(running, 1.0, 0.0) * cl_sessions[:, None]).sum(axis=0) / volume
-    else:
-        k = k_endo + 0.0 * dt
-
-    # inputs on the grid: oral doses into the gut, iv doses and a0 into the body
-    def inputs(events, amounts):
-        at = xp.equal(pos[np.array(events)][:, None], idx[None, :])
-        return (xp.where(at, 1.0, 0.0) * amounts[:, None]).sum(axis=0)
-
-    zeros = np.zeros(n)
-    amounts = np.array(design.dose_amount, dtype=float) if dose_amount is None else dose_amount
-    oral = np.array(design.dose_oral, dtype=bool)
-    g_in = zeros
-    a_in = zeros
-    if oral.any():
-        g_in = inputs(
-            np.array(design.dose_event)[oral], bioavailability * amounts[np.flatnonzero(oral)]
-        )
-    if (~oral).any():
-        a_in = a_in + inputs(np.array(design.dose_event)[~oral], amounts[np.flatnonzero(~oral)])
-    if design.initial_event >= 0:
-        a_in = a_in + inputs(np.array([design.initial_event]), a0 * np.ones(1))
-
-    # gut: G_p = sum_{q<=p} g_in_q exp(-ka (t_p - t_q))
-    gut = _lower_exp_one(ka * grid, n, xp) @ g_in
-    d = divided_exp(k, ka, dt, xp)
-    # body: A_p = sum_{q<=p} s_q exp(-(L_p - L_q)), L = cumulative sum of k dt,
-    # with s_p = a_in_p + ka G_{p-1} D_{p-1} (absorption during the interval ending at p)
-    cum = xp.concatenate([np.zeros(1), xp.cumsum(k * dt)])
-    source = a_in + xp.concatenate([np.zeros(1), ka * gut[:-1] * d])
-    amount = _lower_exp_one(cum, n, xp) @ source
-
-    # integral of A over each interval by mass balance
-    gut_end = gut[:-1] * xp.exp(-ka * dt)
-    amount_end = amount[:-1] * xp.exp(-k * dt) + ka * gut[:-1] * d
-    integral = (gut[:-1] - gut_end + amount[:-1] - amount_end) / k
-
-    out = {"grid": grid, "amount": amount, "gut": gut, "k": k}
-    if design.samples:
-        out["conc"] = amount[pos[np.array(design.samples)]] / volume
-    if design.windows:
-        w = np.array(design.windows)
-        lo, hi = pos[w[:, 0]], pos[w[:, 1]]
-        inside = (lo[:, None] <= idx[None, :-1]) & (idx[None, :-1] < hi[:, None])
-        out["auc"] = (xp.where(inside, 1.0, 0.0) * integral[None, :]).sum(axis=1) / volume
-    return out
-
-
 def concentration_at(solution: dict, volume, cl, ka, query):
-    """Concentration (mg/L) at any times ``query`` (h), from a numpy :func:`solve` result.
+    """Concentration (mg/L) at any times ``query`` (h), from a numpy :func:`solve_batch` result.
 
     From the state just after the last event at or before each query time, the interval formula
     of the module docstring is applied with that interval's k (after the last event: endogenous
@@ -303,8 +182,8 @@ def concentration_at(solution: dict, volume, cl, ka, query):
     Parameters
     ----------
     solution
-        The dict returned by :func:`solve`, or by :func:`solve_batch` (numpy; then every
-        array below has the batch as its first axis).
+        The dict returned by :func:`solve_batch` (numpy; then every array below has the batch
+        as its first axis), or one case's row of it.
     volume, cl, ka
         V (L), endogenous clearance (L/h) and absorption rate (1/h) used for ``solution``:
         scalars, or (B,) for a batch.

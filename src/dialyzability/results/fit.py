@@ -1,30 +1,41 @@
-"""Sampling, the convergence gate, and the :class:`Fit` object (posterior + case + config).
+"""The :class:`Fit` of one case or many: posterior, cases, drug model, configuration.
 
-:func:`fit` builds the case's model, samples it with the chosen NUTS backend, and returns a
-:class:`Fit`. Every fit is checked (max R-hat, min bulk ESS over the reported quantities and
-timings, number of divergences); one that fails says so in its summary, its table and its
-``summary.json``. ``Fit.save``/``Fit.load`` write and read ``posterior.nc`` with the case, the drug
-model, the priors, the configuration, the interval policy and the package version in its
-attributes, and refuse a file whose attributes do not match their stored hash.
+A fit is read here, never built (that is :mod:`dialyzability.inference`). Every fit is checked
+(max R-hat, min bulk ESS over every reported variable, number of divergences); one that fails
+says so in its summary, its table and its ``summary.json``. ``Fit.save``/``Fit.load`` write and
+read ``posterior.nc`` with the cases, the drug model, the priors, the configuration, the
+population layer, the interval policy and the package version in its attributes, and refuse a
+file whose attributes do not match their stored hash. A pooled fit is read case by case through
+:meth:`Fit.view` (the same outputs as a single fit), and as a population through
+:mod:`dialyzability.results.population`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from dialyzability import __version__
-from dialyzability.io.case import Case, parse_case
-from dialyzability.io.drugs import DrugModel, load_drug
+from dialyzability.design import RAW, make_batch
 from dialyzability.inference.gate import Diagnostics
+from dialyzability.io.case import Case, parse_case
+from dialyzability.io.drugs import DrugModel
 from dialyzability.io.files import write_whole
-from dialyzability.results.quantities import FLOWS_ML_MIN, HDI_PROB, compute_all, describe, expand, label
+from dialyzability.results.quantities import (
+    FLOWS_ML_MIN,
+    HDI_PROB,
+    compute_all,
+    describe,
+    expand,
+    label,
+    stored_quantities,
+)
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -96,14 +107,57 @@ def _digest(attrs: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@dataclass
-class Fit:
-    """A fitted case: the posterior (ArviZ InferenceData), the case, the drug model, the config."""
+#: variables defined by the toxicity threshold (functions of the others, possibly constant over
+#: draws): left out of the convergence gate
+_THRESHOLD_VARIABLES = ("time_below_ectr", "time_below_no_ectr", "hours_saved")
 
-    idata: object
-    case: Case
-    drug: DrugModel
-    config: dict
+
+def diagnose(posterior, sample_stats) -> Diagnostics:
+    """The convergence gate over every reported variable of a posterior (not the sampler's own
+    coordinates, nor variables constant over draws)."""
+    import arviz as az
+
+    names = [
+        v
+        for v in posterior.data_vars
+        if not v.endswith(RAW) and v not in _THRESHOLD_VARIABLES
+    ]
+    ds = posterior[names]
+    with warnings.catch_warnings():  # variables constant over draws give NaN, skipped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat, ess = az.rhat(ds), az.ess(ds, method="bulk")
+    r = {k: float(np.nanmax(rhat[k].values, initial=-np.inf)) for k in names}
+    e = {k: float(np.nanmin(ess[k].values, initial=np.inf)) for k in names}
+    r = {k: v for k, v in r.items() if np.isfinite(v)}
+    e = {k: v for k, v in e.items() if np.isfinite(v)}
+    worst = max(r, key=lambda k: r[k]) if r else ""
+    return Diagnostics(
+        max(r.values(), default=float("nan")),
+        min(e.values(), default=float("nan")),
+        int(sample_stats["diverging"].sum()),
+        worst,
+    )
+
+
+@dataclass
+class CaseView:
+    """One case of a fit, read as a single-case fit: what the figures, the summary and the
+    report of a case need. For a pooled fit its posterior is the case's, shrunk."""
+
+    fit: Fit
+    index: int
+
+    @property
+    def case(self) -> Case:
+        return self.fit.cases[self.index]
+
+    @property
+    def drug(self) -> DrugModel:
+        return self.fit.drug
+
+    @property
+    def config(self) -> dict:
+        return self.fit.config
 
     @property
     def modalities(self) -> list[str]:
@@ -112,13 +166,19 @@ class Fit:
     @property
     def threshold(self) -> float | None:
         """Level (mg/L) below which the patient is taken to be out of toxicity, if known."""
-        return self.config.get("threshold")
+        return self.fit.config.get("threshold")
+
+    @cached_property
+    def draws(self):
+        """The case's posterior: per-case variables at this case, its own levels, collections
+        and sessions (labels as in a single-case fit)."""
+        return _case_slice(self.fit.idata.posterior, self.fit.batch, self.index)
 
     @cached_property
     def posterior(self):
-        """The posterior with the draws of the kinetics-derived quantities (times below the
-        threshold with and without ECTR) added, when the case has sessions and a threshold."""
-        post = self.idata.posterior
+        """:attr:`draws` with the kinetics-derived quantities (times below the threshold with
+        and without ECTR) added, when the case has sessions and a threshold."""
+        post = self.draws
         if self.case.sessions and self.threshold:
             from dialyzability.results.predictive import toxicity_draws
 
@@ -126,34 +186,33 @@ class Fit:
             post = post.assign({k: (("chain", "draw"), v) for k, v in extra.items()})
         return post
 
+    @cached_property
+    def prior(self):
+        """The case's prior draws (as :attr:`draws`)."""
+        return _case_slice(self.fit.idata.prior, self.fit.batch, self.index)
+
+    @cached_property
+    def predictive(self):
+        """The case's posterior-predictive draws of its observations."""
+        return _case_slice(self.fit.idata.posterior_predictive, self.fit.batch, self.index)
+
     def quantities(self) -> dict[str, object]:
         """Posterior draws of every registered quantity (name → DataArray)."""
         return compute_all(self.posterior, self.modalities)
 
+    def timing(self, name: str):
+        """Draws of the case's latent timing ``name`` (as :meth:`Events.latent` names it)."""
+        return self.draws["timing"].sel(latent_time=name)
+
     def latent_times(self) -> dict[str, object]:
-        post = self.idata.posterior
-        names = json.loads(self.idata.attrs.get("latent_times", "{}"))
-        return {name: post[name] for name in names}
+        return {name: self.timing(name) for name in self.fit.batch.events[self.index].latent()}
 
     def diagnostics(self) -> Diagnostics:
-        import arviz as az
-        import xarray as xr
-
-        # quantities that the threshold defines (times below it) are functions of the others
-        # and may be constant over draws; they are left out of the gate
-        skip = {"time_below_ectr", "time_below_no_ectr", "hours_saved"}
-        q = {k: v for k, v in self.quantities().items() if k not in skip}
-        ds = xr.Dataset({**q, **self.latent_times()})
-        rhat = az.rhat(ds)
-        ess = az.ess(ds, method="bulk")
-        r = {k: float(rhat[k]) for k in ds.data_vars if np.isfinite(float(rhat[k]))}
-        e = {k: float(ess[k]) for k in ds.data_vars if np.isfinite(float(ess[k]))}
-        worst = max(r, key=lambda k: r[k])
-        divergences = int(self.idata.sample_stats["diverging"].sum())
-        return Diagnostics(max(r.values()), min(e.values()), divergences, worst)
+        return self.fit.diagnostics()
 
     def summary(self, hdi_prob: float = HDI_PROB) -> Summary:
-        """The table of every registered quantity and latent timing, with diagnostics.
+        """The table of every registered quantity and latent timing, with the fit's
+        diagnostics.
 
         Parameters
         ----------
@@ -173,14 +232,12 @@ class Fit:
                 row["p_above_1"] = float((np.asarray(values) > 1).mean())
             quantities[name] = row
         timings = {}
-        ranges = json.loads(self.idata.attrs.get("latent_times", "{}"))
+        ranges = self.fit.batch.events[self.index].latent()
         for name, values in self.latent_times().items():
-            lo, hi = ranges.get(name, [None, None])
+            lo, hi = ranges[name]
             what = name.removeprefix("t_").replace("_", " ")
             timings[name] = {
-                "label": f"time of {what} (range {lo:g}-{hi:g} h)"
-                if lo is not None
-                else f"time of {what}",
+                "label": f"time of {what} (range {lo:g}-{hi:g} h)",
                 "unit": "h",
                 **describe(values, hdi_prob),
             }
@@ -195,6 +252,121 @@ class Fit:
             extrip=grade_probabilities(draws, self.modalities),
             threshold=self.threshold,
         )
+
+
+def _case_slice(ds, batch, i: int):
+    """Case ``i`` of a posterior-like Dataset: the case dimension dropped, the case-wise
+    dimensions (levels, collections, sessions, timings) cut to the case's own entries and
+    labelled by their single-case names, the modalities cut to the case's."""
+    if ds is None:
+        return None
+    out = ds.isel(case=i, drop=True) if "case" in ds.dims else ds
+    if "modality" in out.dims:
+        out = out.sel(modality=batch.cases[i].modalities)
+    for dim in ("level", "urine", "effluent", "session", "latent_time"):
+        if dim in out.dims:
+            mine = np.flatnonzero(batch.case_of(dim) == i)
+            labels = [str(x).split(":", 1)[-1] for x in out[dim].values[mine]]
+            out = out.isel({dim: mine}).assign_coords({dim: labels})
+    return out
+
+
+@dataclass
+class Fit:
+    """A fit of N >= 1 cases of one drug: the InferenceData, the cases, the drug model, the
+    sampling configuration and the population layer (``"fixed"``: each case under the drug
+    model's prior; ``"hierarchical"``: pooled).
+
+    A single-case fit reads like its one case (``fit.case``, ``fit.posterior``,
+    ``fit.summary()``, ...); every fit reads case by case through :meth:`view`.
+    """
+
+    idata: object
+    cases: list[Case]
+    drug: DrugModel
+    config: dict
+    population: str = "fixed"
+
+    @cached_property
+    def batch(self):
+        return make_batch(self.cases, self.drug)
+
+    @property
+    def single(self) -> bool:
+        return len(self.cases) == 1
+
+    def view(self, case: int | str = 0) -> CaseView:
+        """Case ``case`` (index or id) read as a single-case fit."""
+        if isinstance(case, str):
+            case = [c.id for c in self.cases].index(case)
+        return CaseView(self, case)
+
+    @cached_property
+    def _only(self) -> CaseView:
+        if not self.single:
+            raise AttributeError("a fit of several cases: read one with fit.view(case)")
+        return self.view(0)
+
+    # a single-case fit reads like its case
+    @property
+    def case(self) -> Case:
+        return self._only.case
+
+    @property
+    def modalities(self) -> list[str]:
+        return self._only.modalities
+
+    @property
+    def threshold(self) -> float | None:
+        return self.config.get("threshold")
+
+    @property
+    def posterior(self):
+        return self._only.posterior
+
+    @property
+    def draws(self):
+        return self._only.draws
+
+    @property
+    def predictive(self):
+        return self._only.predictive
+
+    def quantities(self) -> dict[str, object]:
+        return self._only.quantities()
+
+    def latent_times(self) -> dict[str, object]:
+        return self._only.latent_times()
+
+    def timing(self, name: str):
+        return self._only.timing(name)
+
+    def summary(self, hdi_prob: float = HDI_PROB) -> Summary:
+        return self._only.summary(hdi_prob)
+
+    def diagnostics(self) -> Diagnostics:
+        return diagnose(self.idata.posterior, self.idata.sample_stats)
+
+    @classmethod
+    def from_run(cls, idata, cases, drug, config, population, attrs: dict) -> Fit:
+        """A new fit's Fit: the registry's quantities stored beside the parameters (in
+        ``posterior`` and ``prior``), the provenance in the attributes."""
+        for group in ("posterior", "prior"):
+            ds = getattr(idata, group)
+            idata[group] = ds.assign(stored_quantities(ds))
+        attrs = {
+            **attrs,
+            "hdi_prob": HDI_PROB,
+            "cases": json.dumps([c.raw for c in cases], default=str),
+            "case_sources": json.dumps([c.source for c in cases]),
+            "drug_model": drug.model_dump_json(),
+            "priors": json.dumps(drug.prior_table()),
+            "config": json.dumps(config),
+            "population": population,
+        }
+        attrs["config_hash"] = _digest(attrs)
+        idata.attrs.update(attrs)
+        return cls(idata, list(cases), drug, config, population)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``posterior.nc`` (whole or not at all) into ``directory``; returns its path."""
@@ -216,7 +388,9 @@ class Fit:
                 f"{path}: its attributes do not match their hash (altered, or not a fit)"
             )
         drug = DrugModel.model_validate_json(attrs["drug_model"])
-        case = parse_case(json.loads(attrs["case"]), attrs.get("case_source", str(path)))
-        return cls(idata, case, drug, json.loads(attrs["config"]))
-
-
+        sources = json.loads(attrs["case_sources"])
+        cases = [
+            parse_case(raw, source)
+            for raw, source in zip(json.loads(attrs["cases"]), sources, strict=True)
+        ]
+        return cls(idata, cases, drug, json.loads(attrs["config"]), attrs["population"])

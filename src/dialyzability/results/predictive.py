@@ -36,8 +36,8 @@ class Draws:
 
 
 def flat_draws(fit, max_draws: int | None = None) -> Draws:
-    """The draws of a fit, thinned evenly to at most ``max_draws``."""
-    post = fit.idata.posterior
+    """The draws of a (single-case view of a) fit, thinned evenly to at most ``max_draws``."""
+    post = fit.draws
     n = post.sizes["chain"] * post.sizes["draw"]
     index = np.arange(n)
     if max_draws is not None and n > max_draws:
@@ -50,7 +50,9 @@ def flat_draws(fit, max_draws: int | None = None) -> Draws:
         return values.reshape(n, *values.shape[2:])[index]
 
     events, _, _ = case_events(fit.case)
-    latent = {name: flat(name) for name in events.latent()}
+    timing = post["timing"].values.reshape(n, -1)[index] if "timing" in post else None
+    labels = list(post["latent_time"].values) if timing is not None else []
+    latent = {name: timing[:, labels.index(name)] for name in events.latent()}
     times = np.stack(np.broadcast_arrays(*events.resolve(latent), np.zeros(len(index))), axis=1)
     return Draws(
         volume=flat("volume"),
@@ -139,7 +141,7 @@ def toxicity_draws(fit, threshold: float) -> dict[str, np.ndarray]:
     ``time_below_no_ectr`` (h on the case clock) and ``hours_saved`` (their difference, >= 0
     since extracorporeal clearance only adds to elimination).
     """
-    post = fit.idata.posterior
+    post = fit.draws
     shape = (post.sizes["chain"], post.sizes["draw"])
     with_ectr = time_below(fit, threshold, ectr=True)
     without = time_below(fit, threshold, ectr=False)

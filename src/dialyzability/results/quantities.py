@@ -54,7 +54,8 @@ class Quantity:
 
 
 def _ectr(post, m):
-    return post["cl_ectr"].sel(modality=m, drop=True)
+    """CL_ECTR of modality ``m``, or of every modality (its dimension kept) for ``m=None``."""
+    return post["cl_ectr"] if m is None else post["cl_ectr"].sel(modality=m, drop=True)
 
 
 def _endogenous(post):
@@ -212,6 +213,20 @@ def compute_all(posterior, modalities: list[str]) -> dict[str, object]:
     """Every registered quantity of a posterior: output name → DataArray (chain, draw)."""
     rows = expand(modalities, set(posterior.data_vars))
     return {name: q.compute(posterior, m) for name, q, m in rows}
+
+
+def stored_quantities(posterior) -> dict[str, object]:
+    """The registry's quantities that a saved posterior stores beside the parameters (those
+    that are not already variables), per-modality ones with their ``modality`` dimension, so
+    that ``az.summary(idata, var_names=["ratio", "thalf_on"])`` reads them."""
+    out = {}
+    for q in REGISTRY:
+        if q.name in posterior or (q.needs and q.needs not in posterior):
+            continue
+        if q.per_modality and "cl_ectr" not in posterior:
+            continue
+        out[q.name] = q.compute(posterior, None)
+    return out
 
 
 def label(q: Quantity, modality: str | None) -> str:

@@ -1,0 +1,152 @@
+"""The observation registry: one entry per kind of observation (DESIGN §4).
+
+Each :class:`Kind` knows the batch's observations of its kind, the prediction it is compared
+with (a ``pred_*`` variable of the posterior), its density in the model (observed variables),
+its pointwise log-likelihood and posterior-predictive draw (numpy, for the saved posterior),
+its label and unit, and its error prior in the drug model.
+
+Error model. Observation y of kind K in case c is log-normal around its prediction μ with SD σ
+(log scale), σ shared by the case's observations of that kind; σ² ~ InvGamma(ν/2, ν s²/2) with
+(ν, s) from the drug model's prior (:func:`~dialyzability.io.drugs.error_prior`). For sampling
+σ is integrated out: the case's residuals r = log y − log μ (n of them) are multivariate
+Student-t,
+
+    log p(r) = lnΓ((ν+n)/2) − lnΓ(ν/2) − (n/2) log(ν π s²) − ((ν+n)/2) log(1 + Σr²/(ν s²))
+
+(Gelman A et al. Bayesian Data Analysis, 3rd ed., 2013, §14.8). A level below the LLOQ
+contributes P(log C < log LLOQ) under the Student-t marginal of that level alone (censoring;
+Beal SL, J Pharmacokinet Pharmacodyn 2001;28:481-504, method M3).
+
+For the saved posterior, σ of each draw is drawn from its conditional posterior given that
+draw's residuals, σ² | r ~ InvGamma((ν+n)/2, (ν s² + Σr²)/2) (conjugate), so that the pointwise
+log-likelihood log N(log y | log μ, σ) − log y and the posterior-predictive draws are exact
+for the augmented draw (ArviZ conventions: one log-likelihood value per observation, on the
+scale of y).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from dialyzability.design import Batch, Observations
+from dialyzability.io.drugs import error_prior
+
+
+def marginal_t(log_y, mu, case: np.ndarray, n_cases: int, nu: float, scale: float):
+    """Per-case multivariate Student-t log density of log-scale residuals (module docstring),
+    spread over the observations: element i carries 1/n_c of its case's joint density, so the
+    elements sum to the joint densities (PyTensor; ``case`` indexes each element's case)."""
+    import pytensor.tensor as pt
+    from scipy.special import gammaln
+
+    n = np.bincount(case, minlength=n_cases).astype(float)
+    const = gammaln((nu + n) / 2) - gammaln(nu / 2) - n / 2 * math.log(nu * math.pi * scale**2)
+    r2 = pt.inc_subtensor(pt.zeros(n_cases)[case], (log_y - mu) ** 2)
+    joint = const - (nu + n) / 2 * pt.log1p(r2 / (nu * scale**2))
+    return (joint / np.maximum(n, 1.0))[case]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of observation.
+
+    Attributes
+    ----------
+    name
+        The dimension of its observations (and the ``pred_<name>`` variable).
+    variable
+        Its variable in ``observed_data``, ``log_likelihood`` and ``posterior_predictive``.
+    error
+        Key of its error prior in the drug model's ``errors``.
+    label, unit
+        What a clinician reads, and the unit of the values.
+    select
+        The batch's observations of this kind.
+    """
+
+    name: str
+    variable: str
+    error: str
+    label: str
+    unit: str
+    select: Callable[[Batch], Observations]
+
+    @property
+    def prediction(self) -> str:
+        """Name of the posterior variable it is compared with."""
+        return f"pred_{self.name}"
+
+    def density(self, batch: Batch, pred, data: dict) -> None:
+        """Add the observed variables of this kind to the model in context (see module)."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        obs = self.select(batch)
+        nu, scale = error_prior(batch.drug.errors[self.error])
+        log_mu = pt.log(pt.maximum(pred, 1e-300))
+        quantified = np.flatnonzero(~obs.censored)
+        if len(quantified):
+            case = obs.case[quantified]
+
+            def logp(value, mu):
+                return marginal_t(value, mu, case, batch.n_cases, nu, scale)
+
+            pm.CustomDist(
+                f"obs_{self.name}",
+                log_mu[quantified],
+                logp=logp,
+                observed=data[f"{self.name}_log_y"][quantified],
+            )
+        censored = np.flatnonzero(obs.censored)
+        if len(censored):
+            lloq = data[f"{self.name}_log_y"][censored]
+            pm.Censored(
+                f"obs_{self.name}_below_lloq",
+                pm.StudentT.dist(nu=nu, mu=log_mu[censored], sigma=scale),
+                lower=lloq,
+                upper=None,
+                observed=lloq,
+            )
+
+    def draws(self, batch: Batch, pred: np.ndarray, rng: np.random.Generator, prior=False):
+        """Pointwise log-likelihood and predictive draws, (S, n) each, for predictions ``pred``
+        (S draws x n observations); ``prior``: σ from its prior (prior predictive)."""
+        from scipy import stats
+
+        obs = self.select(batch)
+        nu, scale = error_prior(batch.drug.errors[self.error])
+        log_y = np.log(obs.value)[None, :]
+        log_mu = np.log(np.maximum(pred, 1e-300))
+        r = log_y - log_mu
+        q = ~obs.censored
+        n_draws = pred.shape[0]
+        # sigma per draw and case from its conditional posterior (or prior)
+        n = obs.per_case(batch.n_cases, q)
+        ss = np.zeros((n_draws, batch.n_cases))
+        if not prior:
+            np.add.at(ss.T, obs.case[q], (r[:, q] ** 2).T)
+            shape = (nu + n) / 2
+        else:
+            shape = np.full(batch.n_cases, nu / 2)
+        rate = (nu * scale**2 + ss) / 2
+        sigma = np.sqrt(rate / rng.gamma(shape, 1.0, size=ss.shape))[:, obs.case]
+        loglik = stats.norm.logpdf(log_y, log_mu, sigma) - log_y
+        eps = rng.normal(size=pred.shape)
+        predictive = np.exp(log_mu + sigma * eps)
+        if obs.censored.any():
+            c = obs.censored
+            loglik[:, c] = stats.t.logcdf(r[:, c] / scale, nu)
+            predictive[:, c] = np.exp(log_mu[:, c] + scale * rng.standard_t(nu, (n_draws, c.sum())))
+        return loglik, predictive
+
+
+#: every kind of observation, in the order of the outputs
+OBSERVATIONS: tuple[Kind, ...] = (
+    Kind("level", "concentration", "level", "Plasma level", "mg/L", lambda b: b.levels),
+    Kind("urine", "urine_amount", "urine", "Urine amount", "mg", lambda b: b.urine),
+    Kind("effluent", "effluent_amount", "effluent", "Effluent amount", "mg", lambda b: b.effluent),
+)
