@@ -3,7 +3,8 @@
     python scripts/pooled_recovery.py [--cases 30] [--seed 11]
 
 Prints the true population log-ratio (typical 70-kg patient, normal kidneys, HD) beside its 95 %
-interval, and the mean width of the per-case 95 % intervals of log(ratio), pooled and unpooled.
+interval, and the mean width of the per-case 95 % intervals of log(ratio), pooled and unpooled
+(the same cases fitted side by side under the drug model's prior, one model).
 """
 
 import argparse
@@ -11,9 +12,9 @@ import time
 
 import numpy as np
 
-from dialyzability.api import fit
+from dialyzability.api import fit_cases, fit_pooled
 from dialyzability.io.case import parse_case
-from dialyzability.model.pooled import fit_pooled
+from dialyzability.results.population import case_ratio, population_draws
 from dialyzability.simulate import simulate_population
 
 
@@ -30,19 +31,23 @@ def main() -> None:
         f"pooled fit of {len(cases)} cases: {time.perf_counter() - start:.0f} s; "
         f"{pooled.diagnostics().sentence()}"
     )
-    draws = np.log(pooled.population_draws()["ratio_HD_normal"]).ravel()
+    draws = np.log(population_draws(pooled)["ratio_HD_normal"]).ravel()
     lo, hi = np.percentile(draws, [2.5, 97.5])
     covered = "covered" if lo <= population.log_ratio <= hi else "NOT covered"
     print(
         f"population log-ratio: truth {population.log_ratio:.3f}, 95 % interval "
         f"[{lo:.3f}, {hi:.3f}]: {covered}"
     )
+    unpooled = fit_cases(cases, "fixed", seed=args.seed)
+    print(f"unpooled fit: {unpooled.diagnostics().sentence()}")
     pooled_w, single_w = [], []
-    for c in cases:
-        q = np.log(np.asarray(pooled.case_quantities(c)["ratio"]).ravel())
-        pooled_w.append(np.subtract(*np.percentile(q, [97.5, 2.5])))
-        s = np.log(np.asarray(fit(c, seed=args.seed).quantities()["ratio"]).ravel())
-        single_w.append(np.subtract(*np.percentile(s, [97.5, 2.5])))
+    for i in range(len(cases)):
+        pooled_w.append(
+            np.subtract(*np.percentile(np.log(case_ratio(pooled.view(i))), [97.5, 2.5]))
+        )
+        single_w.append(
+            np.subtract(*np.percentile(np.log(case_ratio(unpooled.view(i))), [97.5, 2.5]))
+        )
     print(
         f"mean width of per-case 95 % intervals of log(ratio): pooled "
         f"{np.mean(pooled_w):.2f}, unpooled {np.mean(single_w):.2f}"

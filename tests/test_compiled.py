@@ -209,3 +209,24 @@ def test_two_processes_compiling_at_once_both_succeed(cache):
     # and a third process now finds it
     third = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert third.stdout.split() == [n_dims.pop(), "True"]
+
+
+def test_code_bound_to_this_process_is_not_stored(cache):
+    """A censored level's Student-t CDF calls scipy through an address of this process: such
+    code is reused in the process but never written to the shared cache (another process
+    would crash on it)."""
+    raw = {
+        **SMALL,
+        "concentrations": [
+            {"time_h": 2, "value": "4 mg/L"},
+            {"time_h": 30, "below_lloq": True, "lloq": "0.1 mg/L"},
+        ],
+    }
+    batch = _batch(parse_case(raw, "censored.toml"))
+    model, hit = compiled.compiled_model(batch)
+    assert not hit
+    assert list(cache.iterdir()) == []
+    again, hit = compiled.compiled_model(batch)
+    assert hit  # from this process's memory
+    logp, _ = _call(again, np.zeros(again.n_dim))
+    assert np.isfinite(logp)

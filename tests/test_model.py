@@ -100,7 +100,11 @@ def _prior(cases, population, draws=20_000):
     import pymc as pm
 
     model = build_model(cases, population=population).model
-    names = [v.name for v in model.deterministics if v.name.startswith(("mu_", "cl_", "vol"))]
+    names = [
+        v.name
+        for v in [*model.free_RVs, *model.deterministics]
+        if v.name.startswith(("mu_", "cl_", "vol")) and not v.name.endswith("_raw")
+    ]
     return pm.sample_prior_predictive(draws, model=model, var_names=names, random_seed=4).prior
 
 

@@ -25,6 +25,7 @@ def fit_cases(
     progressbar: bool = False,
     drug: DrugModel | None = None,
     threshold: float | None = None,
+    coordinates: str = "log_k",
 ) -> Fit:
     """Fit N >= 1 cases of one drug under a population layer.
 
@@ -51,8 +52,12 @@ def fit_cases(
     threshold
         Level (mg/L) taken as the end of toxicity, for the hours saved by the ECTR; by default
         the upper end of the drug's therapeutic range.
+    coordinates
+        The sampler's coordinates of the clearance pair
+        (:func:`~dialyzability.model.build.build_model`; the default is the measured choice).
     """
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
+    config["coordinates"] = coordinates
     idata, batch = run(list(cases), population, config, drug, progressbar)
     config["threshold"] = threshold if threshold is not None else batch.drug.therapeutic_high
     attrs = {"dialyzability_version": __version__}

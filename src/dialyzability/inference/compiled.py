@@ -37,7 +37,7 @@ from dialyzability.design import Batch
 from dialyzability.io.files import write_whole
 
 #: bump when the layout of a cache entry changes
-FORMAT = 1
+FORMAT = 2
 #: modules whose code shapes the compiled graph (their source is part of the key)
 _GRAPH_MODULES = (
     "design.py",
@@ -85,12 +85,14 @@ def _software() -> dict:
     return {"format": FORMAT, "code": code.hexdigest(), "versions": versions}
 
 
-def cache_key(batch: Batch, population: str) -> str:
-    """Key of a batch's compiled model: its structure and population layer, the drug model, the
-    code and software that compile it, and the host CPU (hex SHA-256)."""
+def cache_key(batch: Batch, population: str, coordinates: str = "log_k") -> str:
+    """Key of a batch's compiled model: its structure, population layer and sampler
+    coordinates, the drug model, the code and software that compile it, and the host CPU (hex
+    SHA-256)."""
     what = {
         "structure": batch.structure(),
         "population": population,
+        "coordinates": coordinates,
         "drug": json.loads(batch.drug.model_dump_json()),
         "software": _software(),
         "host": _host(),
@@ -119,13 +121,13 @@ def _restore_function(entry: dict) -> _Function:
     return _Function(library, library.get_pointer_to_function(entry["name"]))
 
 
-def _compile(batch: Batch, population: str) -> dict:
+def _compile(batch: Batch, population: str, coordinates: str) -> dict:
     """Build the batch's PyMC model, compile it with nutpie and return the cache entry."""
     import nutpie
 
     from dialyzability.model.build import build_model
 
-    built = build_model(batch, population=population)
+    built = build_model(batch, population=population, coordinates=coordinates)
     compiled = nutpie.compile_pymc_model(built.model, jitter_rvs=set())
     fields = {
         "shared_data": compiled.shared_data,
@@ -137,8 +139,12 @@ def _compile(batch: Batch, population: str) -> dict:
         "_coords": {k: list(v) for k, v in (compiled._coords or {}).items()},
         "dims": {k: tuple(v) for k, v in (compiled.dims or {}).items()},
     }
+    functions = (compiled.compiled_logp_func, compiled.compiled_expand_func)
     return {
         "format": FORMAT,
+        # code holding addresses of this process (numba's "dynamic globals": scipy's special
+        # functions behind a Student-t CDF, for censored levels) runs only where it was made
+        "relocatable": not any(f._library.has_dynamic_globals for f in functions),
         "logp": _serialise(compiled.compiled_logp_func),
         "expand": _serialise(compiled.compiled_expand_func),
         "fields": fields,
@@ -152,7 +158,8 @@ def _read(path: Path) -> dict | None:
             entry = pickle.load(f)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError):
         return None
-    return entry if isinstance(entry, dict) and entry.get("format") == FORMAT else None
+    valid = isinstance(entry, dict) and entry.get("format") == FORMAT and entry.get("relocatable")
+    return entry if valid else None
 
 
 def _restore(entry: dict):
@@ -175,16 +182,20 @@ def _restore(entry: dict):
     )
 
 
-def compiled_model(batch: Batch, population: str = "fixed") -> tuple[object, bool]:
+def compiled_model(
+    batch: Batch, population: str = "fixed", coordinates: str = "log_k"
+) -> tuple[object, bool]:
     """The batch's compiled nutpie model with the cases' numbers as its data.
 
     Returns
     -------
     (model, hit)
         A ``nutpie`` compiled model ready for ``nutpie.sample``, and whether it came from the
-        cache (False: compiled now, and stored).
+        cache (False: compiled now, and stored on disk unless its code holds addresses of this
+        process, as a model with censored levels does; such code is reused within the process
+        only).
     """
-    key = cache_key(batch, population)
+    key = cache_key(batch, population, coordinates)
     hit = True
     model = _MEMORY.get(key)
     if model is None:
@@ -192,10 +203,11 @@ def compiled_model(batch: Batch, population: str = "fixed") -> tuple[object, boo
         entry = _read(path)
         if entry is None:
             hit = False
-            entry = _compile(batch, population)
+            entry = _compile(batch, population, coordinates)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_whole(path, lambda tmp: tmp.write_bytes(pickle.dumps(entry)))
+                if entry["relocatable"]:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_whole(path, lambda tmp: tmp.write_bytes(pickle.dumps(entry)))
             except OSError:
                 pass  # a read-only cache only costs the next fit a compilation
         model = _MEMORY[key] = _restore(entry)

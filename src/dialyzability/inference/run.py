@@ -46,20 +46,27 @@ def run(
     else:
         from dialyzability.model.build import build_model
 
-        built = build_model(batch, population=population, kinetics=kinetics_for(config["sampler"]))
+        built = build_model(
+            batch,
+            population=population,
+            kinetics=kinetics_for(config["sampler"]),
+            coordinates=config.get("coordinates", "log_k"),
+        )
         idata = sample(built.model, config, progressbar)
-    prior = prior_draws(batch, population, config["seed"], built)
+    prior = prior_draws(
+        batch, population, config["seed"], built, config.get("coordinates", "log_k")
+    )
     return complete(idata, batch, prior, config["seed"]), batch
 
 
-def prior_draws(batch: Batch, population: str, seed: int, built=None):
+def prior_draws(batch: Batch, population: str, seed: int, built=None, coordinates: str = "log_k"):
     """Forward draws from the model's prior (``pm.sample_prior_predictive``) of every free
     variable and deterministic: the ``prior`` group (one chain)."""
     import pymc as pm
 
     from dialyzability.model.build import build_model
 
-    model = (built or build_model(batch, population=population)).model
+    model = (built or build_model(batch, population=population, coordinates=coordinates)).model
     names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
     return pm.sample_prior_predictive(
         draws=PRIOR_DRAWS, model=model, var_names=names, random_seed=seed + 1

@@ -94,7 +94,7 @@ def sample_compiled(batch: Batch, population: str, config: dict, progressbar: bo
 
     from dialyzability.inference.compiled import compiled_model
 
-    model, _ = compiled_model(batch, population)
+    model, _ = compiled_model(batch, population, config.get("coordinates", "log_k"))
     return nutpie.sample(
         model,
         draws=config["draws"],

@@ -58,6 +58,8 @@ from dialyzability.model.observations import OBSERVATIONS
 Population = Literal["fixed", "hierarchical"]
 #: half-normal scales of the between-case SDs (log scale): a factor of e^0.5 = 1.65 is typical
 TAU_SCALE = dict(zip(POPULATION_SPREAD, (0.3, 0.5, 0.5, 0.5, 0.5), strict=True))
+#: the sampler's coordinates of the clearance pair (:func:`build_model`)
+COORDINATES = ("log_k", "log_cl")
 #: SD (log scale) of the latent body burden of a case without a dose, around its guess
 A0_SIGMA = 1.5
 
@@ -117,6 +119,22 @@ def _solve_lower2_ones(chol):
     return pt.stack([first, (1.0 - chol[..., 1, 0] * first) / chol[..., 1, 1]], axis=-1)
 
 
+def _per_case(name, loc, scale, centred: np.ndarray, **dims):
+    """x ~ N(loc, scale) elementwise, sampled centred (the sampler's coordinate is x) where
+    ``centred``, non-centred (x = loc + scale z, z ~ N(0, 1)) elsewhere: the same prior either
+    way; centring suits a case whose data identify x, non-centring one whose data do not
+    (Papaspiliopoulos O, Roberts GO, Sköld M. Statist Sci 2007;22:59-73)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if not centred.any():
+        return loc + scale * pm.Normal(name, 0.0, 1.0, **dims)
+    if centred.all():
+        return pm.Normal(name, loc, scale, **dims)
+    raw = pm.Normal(name, pt.where(centred, loc, 0.0), pt.where(centred, scale, 1.0), **dims)
+    return pt.where(centred, raw, loc + scale * raw)
+
+
 def _population(batch: Batch, population: str, log_w70, data: dict):
     """Per-case prior locations and scales: (loc_v, sd_v, loc_cl (C, 2), chol_cl (C, 2, 2),
     loc_ka, sd_ka, loc_ectr (C, M), sd_ectr (M,)), all on the log scale."""
@@ -147,21 +165,19 @@ def _population(batch: Batch, population: str, log_w70, data: dict):
 
     mu_v = pm.Normal(mu_name("volume"), p.volume.mu, p.volume.sigma)
     # population means of (log CL_R by kidney class, log CL_NR): the drug's bivariate prior
-    # for every class, CL_NR shared. Ordered (NR, R) its Cholesky factor has the same first
-    # row for every class: mu_NR = m_NR + L00 w0, mu_R[k] = m_R[k] + L10 w0 + L11[k] w[k].
+    # for every class, CL_NR shared: mu_NR ~ N(m_NR, s_NR), and given it each class's
+    # mu_R[k] ~ N(m_R[k] + c (mu_NR - m_NR) / s_NR², s_R[k]² - c² / s_NR²), c the covariance
+    # (the conditional normal). Sampled centred: the data identify these means directly.
     from dialyzability.io.drugs import clearance_prior
 
     priors = [clearance_prior(drug, k) for k in batch.kidney_classes]
     cov = [chol @ chol.T for _, chol in priors]
-    m_nr = priors[0][0][1]
-    l00 = math.sqrt(cov[0][1, 1])
-    l10 = cov[0][0, 1] / l00
-    l11 = np.array([math.sqrt(c[0, 0] - l10**2) for c in cov])
+    m_nr, s_nr = priors[0][0][1], math.sqrt(cov[0][1, 1])
+    c = cov[0][0, 1]
     m_r = np.array([m[0] for m, _ in priors])
-    w0 = pm.Normal(mu_name("cl_nonrenal") + RAW, 0.0, 1.0)
-    w = pm.Normal(mu_name("cl_renal") + RAW, 0.0, 1.0, dims="kidney")
-    mu_nr = pm.Deterministic(mu_name("cl_nonrenal"), m_nr + l00 * w0)
-    mu_r = pm.Deterministic(mu_name("cl_renal"), m_r + l10 * w0 + l11 * w, dims="kidney")
+    s_r = np.array([math.sqrt(v[0, 0] - c**2 / s_nr**2) for v in cov])
+    mu_nr = pm.Normal(mu_name("cl_nonrenal"), m_nr, s_nr)
+    mu_r = pm.Normal(mu_name("cl_renal"), m_r + c / s_nr**2 * (mu_nr - m_nr), s_r, dims="kidney")
     tau_r, tau_nr = tau("cl_renal"), tau("cl_nonrenal")
     loc_cl = pt.stack([mu_r[batch.kidney], pt.ones(batch.n_cases) * mu_nr], axis=-1)
     loc_cl = loc_cl + 0.75 * log_w70[:, None]
@@ -193,6 +209,7 @@ def build_model(
     drug: DrugModel | None = None,
     population: Population = "fixed",
     kinetics: str = "kernel",
+    coordinates: str = "log_k",
 ) -> Model:
     """Build the PyMC model of a batch of cases (see the module docstring).
 
@@ -213,6 +230,10 @@ def build_model(
         (:mod:`dialyzability.pk.kernel`; every backend but JAX); ``"graph"``: as PyTensor array
         expressions (:func:`~dialyzability.pk.closed_form.solve_batch`; JAX). Both give the
         same log density.
+    coordinates
+        The sampler's coordinates of the clearance pair (same prior either way; see the module
+        docstring): ``"log_k"`` (the default) or ``"log_cl"`` (plain non-centred), for the
+        geometry measurement of ``benchmarks/geometry.py``.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -246,14 +267,31 @@ def build_model(
         )
 
         # volume (L/kg x kg) and the clearance pair in coordinates of log k (module docstring)
-        z_v = pm.Normal(f"volume{RAW}", 0.0, 1.0, dims="case")
-        delta_v = sd_v * z_v
-        log_v = loc_v + log_weight + delta_v
-        volume = pm.Deterministic("volume", pt.exp(log_v), dims="case")
-        u = pm.Normal(
-            f"clearance{RAW}", -delta_v[:, None] * _solve_lower2_ones(chol_cl), 1.0, shape=(c_n, 2)
+        if coordinates not in COORDINATES:
+            raise ValueError(f"unknown coordinates {coordinates!r}")
+        # V is not centred: with an oral dose of unknown bioavailability a case's levels
+        # identify V/F, not V
+        log_v = _per_case(
+            f"volume{RAW}", loc_v + log_weight, sd_v, np.zeros(c_n, bool), dims="case"
         )
-        log_cl = loc_cl + _lower2(chol_cl, u) + delta_v[:, None]
+        volume = pm.Deterministic("volume", pt.exp(log_v), dims="case")
+        if population == "fixed":
+            # the drug's bivariate prior, in coordinates of log k (module docstring)
+            shift = (log_v - loc_v - log_weight)[:, None]
+            if coordinates == "log_cl":
+                shift = pt.zeros((c_n, 1))
+            u = pm.Normal(
+                f"clearance{RAW}", -shift * _solve_lower2_ones(chol_cl), 1.0, shape=(c_n, 2)
+            )
+            log_cl = loc_cl + _lower2(chol_cl, u) + shift
+        else:
+            # independent deviations (chol_cl diagonal), not centred: centring CL_R in log k
+            # where urine identifies it halves the leapfrog steps but opens a funnel at small
+            # tau_cl_renal (benchmarks/geometry.py)
+            sd_cl = pt.stack([chol_cl[:, 0, 0], chol_cl[:, 1, 1]], axis=-1)
+            log_cl = _per_case(
+                f"clearance{RAW}", loc_cl, sd_cl, np.zeros((c_n, 2), bool), shape=(c_n, 2)
+            )
         cl_renal = pm.Deterministic("cl_renal", pt.exp(log_cl[:, 0]), dims="case")
         cl_nonrenal = pm.Deterministic("cl_nonrenal", pt.exp(log_cl[:, 1]), dims="case")
         z_ka = pm.Normal(f"ka{RAW}", 0.0, 1.0, dims="case")
@@ -266,10 +304,13 @@ def build_model(
             f = pt.set_subtensor(f[oral], f_oral)
         pm.Deterministic("bioavailability", f, dims="case")
         if batch.modalities:
-            z_e = pm.Normal(f"cl_ectr{RAW}", 0.0, 1.0, dims=("case", "modality"))
-            cl_ectr = pm.Deterministic(
-                "cl_ectr", pt.exp(loc_e + sd_e * z_e), dims=("case", "modality")
+            centred_e = (
+                batch.ectr_informed
+                if population == "hierarchical" and coordinates == "log_k"
+                else np.zeros((c_n, len(batch.modalities)), bool)
             )
+            log_e = _per_case(f"cl_ectr{RAW}", loc_e, sd_e, centred_e, dims=("case", "modality"))
+            cl_ectr = pm.Deterministic("cl_ectr", pt.exp(log_e), dims=("case", "modality"))
         else:
             cl_ectr = pt.zeros((c_n, 1))
         no_dose = np.flatnonzero(batch.no_dose)
