@@ -1,8 +1,20 @@
-"""The Stan peer of the single-case model: data for ``case.stan`` from a case, and a check that
-its log density equals the PyMC model's.
+"""The Stan peer of the single-case model: data for ``case.stan`` from a case's
+:class:`~dialyzability.design.Batch`, and a check that its log density equals the PyMC model's
+(``build_model([case], population="fixed")``) up to a constant.
 
-    python benchmarks/peers/stan_case.py data/cases/lee2020-baclofen.toml   # check the match
-    python benchmarks/peers/stan_case.py CASE --sample --seed 1             # time a fit
+    python benchmarks/peers/stan_case.py data/cases/lee2020-baclofen.toml  # check (all cases)
+    python benchmarks/peers/stan_case.py CASE --only                       # check CASE alone
+    python benchmarks/peers/stan_case.py CASE --sample --seed 1            # time a fit
+    python benchmarks/peers/stan_case.py CASE --build                      # compile only
+
+The check compares the two log densities (unconstrained space, with Jacobians; PyMC's
+``compile_logp(jacobian=True)``, Stan's ``log_prob(adjust_transform=True)``) at ``--points``
+random points for the given case, every case in ``data/cases/*.toml`` and a simulated case of
+each design of :data:`dialyzability.simulate.DESIGNS`, and prints per case the largest deviation
+of the difference (Stan - PyMC) from its mean: 0 up to rounding if they differ by a constant.
+``--sample`` prints one JSON line: build and sampling wall times, divergences, bulk ESS of the
+ratio CL_ECTR/CL_R, R-hat max (over V, CL_R, CL_NR, ka, CL_ECTR, F, a0, weight, the timings and
+the ratio), min bulk ESS over the same.
 
 Needs pystan 3 (``pip install pystan``; it compiles with the system C++ compiler and caches the
 compiled program under ``~/.cache/httpstan``).
@@ -11,183 +23,167 @@ compiled program under ``~/.cache/httpstan``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from dialyzability.design import _observations, case_events, model_data
-from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG
-from dialyzability.io.case import load_case
-from dialyzability.io.drugs import error_prior, load_drug
+sys.path.insert(0, str(Path(__file__).parent))
+
+import _peer
+
+from dialyzability.design import Batch, make_batch
+from dialyzability.io.drugs import error_prior
+from dialyzability.model.build import A0_SIGMA
 
 PROGRAM = Path(__file__).with_name("case.stan")
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("level", "urine", "effluent")
 
 
-def stan_data(case, drug) -> dict:
-    """The data block of ``case.stan`` (1-based indices) from the same functions the PyMC
-    model uses (:func:`~dialyzability.design.model_data`, :func:`case_events`)."""
-    ev, design, windows = case_events(case)
-    data = model_data(case, drug)
-    obs = _observations(case)
-    latent = list(ev.latent())
-    n = design.n_events
-    latent_of = [0] * n
-    duration_of = [0] * n
-    for i in range(n):
-        name = ev._name(i)
-        if name is not None:
-            latent_of[i] = latent.index(name) + 1
-        if i in ev.durations:
-            duration_of[i] = ev.durations[i][0] + 1
-    modalities = case.modalities
+def session_of(batch: Batch, case: int, window: int) -> int:
+    """Index (0-based, within its case) of the session whose window is ``window``."""
+    return batch.windows[case]["sessions"].index(window)
+
+
+def stan_data(batch: Batch) -> dict:
+    """The data block of ``case.stan`` (1-based indices) from a one-case batch."""
+    if batch.n_cases != 1:
+        raise ValueError("case.stan is the single-case model; use stan_pooled.py for a batch")
+    case, drug, kin, data = batch.cases[0], batch.drug, batch.kinetics, batch.data
     p = drug.priors
-    nus, scales = zip(
-        *(error_prior(drug.errors[k]) for k in ("level", "urine", "effluent")), strict=True
-    )
-    session_windows = windows["sessions"]
+    n = len(batch.events[0].labels)
+    rows, cols = batch.timing_scatter()
+    d, s = len(case.doses), len(case.sessions)
+    w, n_samples = batch.windows[0]["course"] + 1, len(case.concentrations)
+    lv, q = batch.levels, ~batch.levels.censored
+    nus, scales = zip(*(error_prior(drug.errors[k]) for k in KINDS), strict=True)
     return {
         "N": n,
-        "event_const": data["event_constants"],
-        "latent_of": latent_of,
-        "duration_of": duration_of,
-        "L": len(latent),
-        "latent_lo": data["latent_lo"],
-        "latent_hi": data["latent_hi"],
-        "D": len(design.dose_event),
-        "dose_event": [e + 1 for e in design.dose_event],
-        "dose_amount": data["dose_amount"],
-        "dose_oral": [int(o) for o in design.dose_oral],
-        "any_oral": int(any(design.dose_oral)),
-        "S": len(design.session_start),
-        "session_start": [e + 1 for e in design.session_start],
-        "session_end": [e + 1 for e in design.session_end],
-        "session_modality": [m + 1 for m in design.session_modality],
-        "M": len(modalities),
-        "ectr_mu": [math.log(drug.ectr[m].median) for m in modalities],
-        "ectr_sd": [drug.ectr[m].sigma for m in modalities],
-        "W": len(design.windows),
-        "windows": [[a + 1, b + 1] for a, b in design.windows],
-        "U": len(case.urine),
-        "urine_window": [w + 1 for w in windows["urine"]],
+        "event_time": data["event_time"][0, :n],
+        "T": len(batch.timings),
+        "timing_lo": data["timing_lo"],
+        "timing_hi": data["timing_hi"],
+        "K": len(rows),
+        "scatter_event": rows % kin.n_events + 1,
+        "scatter_timing": cols + 1,
+        "D": d,
+        "dose_event": kin.dose_event[0, :d] + 1,
+        "dose_amount": data["dose_amount"][0, :d],
+        "dose_oral": kin.dose_oral[0, :d].astype(int),
+        "S": s,
+        "session_start": kin.session_start[0, :s] + 1,
+        "session_end": kin.session_end[0, :s] + 1,
+        "session_modality": kin.session_modality[0, :s] + 1,
+        "W": w,
+        "windows": kin.windows[0, :w] + 1,
+        "L": n_samples,
+        "samples": kin.samples[0, :n_samples] + 1,
+        "initial_event": int(kin.initial_event[0]) + 1,
+        "Q": int(q.sum()),
+        "level_sample": lv.where[q] + 1,
+        "level_log_y": data["level_log_y"][q],
+        "B": int((~q).sum()),
+        "censored_sample": lv.where[~q] + 1,
+        "censored_log_lloq": data["level_log_y"][~q],
+        "U": len(batch.urine),
+        "urine_window": batch.urine.where + 1,
         "urine_log_y": data["urine_log_y"],
-        "E": len(obs["measured"]),
-        "effluent_session": [i + 1 for i in obs["measured"]],
-        "effluent_window": [session_windows[i] + 1 for i in obs["measured"]],
+        "E": len(batch.effluent),
+        "effluent_window": batch.effluent.where + 1,
+        "effluent_modality": np.array(
+            [kin.session_modality[0, session_of(batch, 0, x)] + 1 for x in batch.effluent.where],
+            dtype=int,
+        ),
         "effluent_log_y": data["effluent_log_y"],
-        "Q": len(obs["quantified"]),
-        "level_event": [design.samples[i] + 1 for i in obs["quantified"]],
-        "level_log_y": data["level_log_y"],
-        "C": len(obs["censored"]),
-        "censored_event": [design.samples[i] + 1 for i in obs["censored"]],
-        "censored_log_lloq": data["level_log_lloq"],
-        "has_weight": int("log_weight" in data),
-        "log_weight_known": float(data.get("log_weight", 0.0)),
+        "nu": list(nus),
+        "scale": list(scales),
+        "oral": int(batch.oral[0]),
+        "weight_missing": int(batch.weight_missing[0]),
+        "no_dose": int(batch.no_dose[0]),
+        "log_weight_known": float(data["log_weight"][0]),
         "weight_mu": math.log(drug.weight.median),
         "weight_sd": drug.weight.sigma,
-        "cl_mean": data["cl_mean"],
-        "cl_chol": data["cl_chol"],
-        "volume_mu": math.log(p.volume.median),
+        "volume_mu": p.volume.mu,
         "volume_sd": p.volume.sigma,
-        "ka_mu": math.log(p.ka.median),
+        "cl_mean": data["cl_mean"][0],
+        "cl_chol": data["cl_chol"][0],
+        "ka_mu": p.ka.mu,
         "ka_sd": p.ka.sigma,
         "f_alpha": p.bioavailability.alpha,
         "f_beta": p.bioavailability.beta,
-        "initial_event": design.initial_event + 1,
-        "log_a0_guess": float(data.get("log_a0_guess", 0.0)),
-        "nu": list(nus),
-        "scale": list(scales),
+        "M": len(batch.modalities),
+        "ectr_mu": [drug.ectr[m].mu for m in batch.modalities],
+        "ectr_sd": [drug.ectr[m].sigma for m in batch.modalities],
+        "log_a0_guess": float(data["log_a0_guess"][0]),
+        "a0_sd": A0_SIGMA,
     }
 
 
-def build(case, drug, seed: int = 1):
-    import stan
-
-    data = {
-        k: (v.tolist() if isinstance(v, np.ndarray) else v)
-        for k, v in stan_data(case, drug).items()
-    }
-    return stan.build(PROGRAM.read_text(), data=data, random_seed=seed)
-
-
-def check(case, drug, points: int = 5, seed: int = 0) -> float:
-    """Largest difference, over random unconstrained points, between the Stan and PyMC log
-    densities (with Jacobians), after removing their difference at the first point (Stan and
-    PyMC may differ by a constant)."""
+def check_case(case, points: int = 10, seed: int = 0) -> tuple[float, float, float]:
+    """(max deviation of Stan - PyMC from its mean, mean difference, max |PyMC log density|)
+    over ``points`` random unconstrained points of one case's fixed-population model."""
+    from dialyzability.io.drugs import load_drug
     from dialyzability.model.build import build_model
 
-    posterior = build(case, drug)
-    model = build_model(case, drug).model
-    logp = model.compile_logp(jacobian=True)
-    rng = np.random.default_rng(seed)
-    # PyMC's value variables in the order of Stan's parameters block
-    order = ["volume_z", "clearance_z", "ka_z", "bioavailability_logodds__", "cl_ectr_z"]
-    latent = [v.name for v in model.value_vars if v.name.endswith("_interval__")]
-    order += [*latent, "weight_z", "a0_z"]
-    values = {v.name: v for v in model.value_vars}
-    diffs = []
-    for _ in range(points):
-        point = {}
-        flat = []
-        for name in order:
-            if name not in values:
-                continue
-            shape = model.initial_point()[name].shape
-            x = rng.normal(0.0, 0.7, size=shape)
-            point[name] = x
-            flat += np.atleast_1d(x).tolist()
-        diffs.append(float(logp(point)) - posterior.log_prob(flat, adjust_transform=True))
-    diffs = np.array(diffs)
-    return float(np.abs(diffs - diffs[0]).max())
+    batch = make_batch([case], load_drug(case.drug))
+    posterior = _peer.build(PROGRAM, stan_data(batch))
+    model = build_model(batch, population="fixed").model
+    diffs, values = _peer.check(posterior, model, points, seed)
+    return _peer.deviation(diffs), float(diffs.mean()), float(np.abs(values).max())
+
+
+def check_cases(paths: list[str], points: int) -> float:
+    from dialyzability.io.case import load_case, parse_case
+    from dialyzability.simulate import DESIGNS, simulate_case
+
+    cases = [load_case(p) for p in paths]
+    for design in DESIGNS:
+        raw, _ = simulate_case(design, seed=1)
+        cases.append(parse_case(raw, raw["id"]))
+    worst = 0.0
+    print(f"{'case':<36} {'max |dev|':>10} {'mean diff':>14} {'max |logp|':>11}")
+    for case in cases:
+        dev, mean, scale = check_case(case, points)
+        worst = max(worst, dev)
+        print(f"{case.id:<36} {dev:>10.2e} {mean:>14.3e} {scale:>11.4g}", flush=True)
+    print(f"max |(Stan - PyMC) - mean| over {len(cases)} cases x {points} points: {worst:.2e}")
+    return worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("case")
-    parser.add_argument("--sample", action="store_true", help="time a fit instead of checking")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument(
-        "--target-accept",
-        type=float,
-        default=DEFAULT_SAMPLER_CONFIG["target_accept"],
-        help="Stan's adapt delta (default: dialyzability's target_accept)",
-    )
+    parser.add_argument("--only", action="store_true", help="check the given case alone")
+    _peer.add_sampling_arguments(parser)
     args = parser.parse_args()
-    case = load_case(args.case)
-    drug = load_drug(case.drug)
-    if not args.sample:
-        print(
-            f"max |log density difference| (Stan - PyMC, constant removed): {check(case, drug):.2e}"
-        )
+    from dialyzability.io.case import load_case
+    from dialyzability.io.drugs import load_drug
+
+    if args.build:
+        case = load_case(args.case)
+        _peer.build(PROGRAM, stan_data(make_batch([case], load_drug(case.drug))))
         return
-    start = time.perf_counter()
-    posterior = build(case, drug, args.seed)
-    built = time.perf_counter()
-    fit = posterior.sample(
-        num_chains=args.chains,
-        num_warmup=args.tune,
-        num_samples=args.draws,
-        delta=args.target_accept,
-    )
-    done = time.perf_counter()
+    if not args.sample:
+        paths = [args.case]
+        if not args.only:
+            given = Path(args.case).resolve()
+            paths += [
+                str(p) for p in sorted((ROOT / "data" / "cases").glob("*.toml")) if p != given
+            ]
+        worst = check_cases(paths, args.points)
+        sys.exit(0 if worst < 1e-8 else 1)
+    case = load_case(args.case)
+    batch = make_batch([case], load_drug(case.drug))
+    fit, times = _peer.sample(PROGRAM, stan_data(batch), args)
     import arviz as az
 
-    ratio = np.asarray(fit["ratio"]).reshape(-1, args.chains).T  # (chains, draws)
-    print(
-        json.dumps(
-            {
-                "build_s": built - start,
-                "sample_s": done - built,
-                "divergences": int(np.sum(fit["divergent__"])),
-                "ess_ratio": float(az.ess(ratio, method="bulk")),
-            }
-        )
-    )
+    names = ["volume", "cl_renal", "cl_nonrenal", "ka", "cl_ectr", "bioavailability_raw"]
+    names += ["a0_raw", "weight", "timing", "ratio"]
+    stats = _peer.diagnostics(fit, names)
+    ratio = _peer.chains_draws(fit, "ratio")[..., 0]
+    _peer.print_json({**times, **stats, "ess_ratio": float(az.ess(ratio, method="bulk"))})
 
 
 if __name__ == "__main__":

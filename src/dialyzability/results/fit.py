@@ -353,7 +353,7 @@ class Fit:
         ``posterior`` and ``prior``), the provenance in the attributes."""
         for group in ("posterior", "prior"):
             ds = getattr(idata, group)
-            idata[group] = ds.assign(stored_quantities(ds))
+            setattr(idata, group, ds.assign(stored_quantities(ds)))
         attrs = {
             **attrs,
             "hdi_prob": HDI_PROB,
