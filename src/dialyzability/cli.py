@@ -223,6 +223,9 @@ def _report(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {path / 'posterior.nc'}: cannot be read as a fit ({exc})", file=sys.stderr)
         return 1
+    if not result.single:  # a pooled fit: its summary, forest plot and report
+        _write_pooled(result, path, args.hdi, None)
+        return 0
     threshold = _threshold(args.threshold, result.case)
     if threshold is not None:
         result.config["threshold"] = threshold
@@ -289,7 +292,7 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> None:
     unpooled = unpooled_ratios(unpooled) if unpooled is not None else {}
     for cid, draws in unpooled.items():
         summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi)
-    write_whole(out / "posterior.nc", pooled.idata.to_netcdf)
+    pooled.save(out)
     write_text_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
     write_whole(out / "forest.png", lambda tmp: fig.savefig(tmp, dpi=DPI))
