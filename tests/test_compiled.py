@@ -223,7 +223,7 @@ def test_code_bound_to_this_process_is_not_stored(cache):
         ],
     }
     batch = _batch(parse_case(raw, "censored.toml"))
-    model, hit = compiled.compiled_model(batch)
+    _, hit = compiled.compiled_model(batch)
     assert not hit
     assert list(cache.iterdir()) == []
     again, hit = compiled.compiled_model(batch)

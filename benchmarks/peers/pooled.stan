@@ -10,7 +10,7 @@
 // m_NR) / s_NR^2, s_R[k]) (the conditional normal, c the covariance); mu_ka; mu_cl_ectr per
 // modality; half-normal between-case SDs tau_* (scales TAU_SCALE).
 // Per case, each of log V, the clearance pair and log CL_ECTR is sampled centred or not, as
-// data flags say (build._per_case; stan_pooled.centring gives build.py's choice):
+// data flags say (stan_pooled.centring gives build.py's choice, none centred):
 // volume_raw = log V ~ N(mu_volume + log weight, tau_volume) centred, else ~ N(0, 1) with
 // log V = mu_volume + log weight + tau_volume volume_raw; clearance_raw[c, j] = log CL_j - log V
 // (log k) ~ N(loc_j - log V, tau_j) centred, else ~ N(0, 1) with log CL_j = loc_j + tau_j

@@ -66,14 +66,13 @@ def functions_block(program: Path) -> str:
 def centring(batch: Batch) -> dict:
     """Which coordinates of each case the hierarchical model samples centred, as
     ``build_model(..., population="hierarchical")`` chooses them (a copy of its rule: keep in
-    step with build.py, or the log-density check fails): log V and the clearance pair never;
-    log CL_ECTR of a modality where the case has an effluent recovery of it
-    (:attr:`Batch.ectr_informed`)."""
+    step with build.py, or the log-density check fails): none, every per-case parameter is
+    non-centred (the flags let the peer follow a partly centred parametrisation)."""
     c_n, m = batch.n_cases, len(batch.modalities)
     return {
         "volume_centred": np.zeros(c_n, int),
         "clearance_centred": np.zeros((c_n, 2), int),
-        "ectr_centred": batch.ectr_informed.astype(int).reshape(c_n, m),
+        "ectr_centred": np.zeros((c_n, m), int),
     }
 
 

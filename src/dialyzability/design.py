@@ -387,16 +387,6 @@ class Batch:
         return np.array([not c.doses for c in self.cases])
 
     @property
-    def ectr_informed(self) -> np.ndarray:
-        """(C, M): the case has a measured effluent recovery of the modality (the hierarchical
-        model centres that CL_ECTR)."""
-        out = np.zeros((self.n_cases, len(self.modalities)), dtype=bool)
-        for c, w in zip(self.effluent.case, self.effluent.where, strict=True):
-            s = list(self.windows[c]["sessions"]).index(w)
-            out[c, self.kinetics.session_modality[c, s]] = True
-        return out
-
-    @property
     def kidney(self) -> np.ndarray:
         """Index of each case's kidney-function class in :attr:`kidney_classes`."""
         return np.array([self.kidney_classes.index(c.kidney_function) for c in self.cases])

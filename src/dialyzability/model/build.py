@@ -38,17 +38,20 @@ draw (step size 0.16) against 75 (0.13) with z.
 
 *Pooled.* Here the same shift divides δ by the between-case SD (u ~ N(−δ/tau, 1)) and couples
 every case to tau_cl_renal: at 10 simulated cases 94 steps, 34 divergences, R-hat 1.05. What
-was measured to help: population means sampled centred (their correlation through the
-conditional prior of mu_cl_renal given mu_cl_nonrenal was −0.93 when both were standardised);
-CL_ECTR centred for a (case, modality) with a measured effluent recovery, which identifies it.
-What was measured to hurt: centring V (the levels of an oral dose identify V/F; funnel at small
-tau_volume), centring CL_NR (weakly identified by one case; funnel at small tau_cl_nonrenal),
-centring CL_R in log k where urine identifies it (36 steps but divergences at small
-tau_cl_renal). So V and the clearance pair are non-centred. At 10 cases: 83 steps per draw,
-0 divergences, R-hat 1.008, minimum bulk ESS 318; at 50 cases: 100 steps, 0 divergences, R-hat
-1.012, minimum bulk ESS 365, the largest correlations (0.8-0.85) between each case's log V and
-log CL_R coordinates: the per-case ridge of the single-case model, which in the hierarchical
-layer still awaits a parametrisation that does not couple the cases through tau.
+was measured to help: population means sampled centred (standardised, the conditional prior of
+mu_cl_renal given mu_cl_nonrenal gave them a posterior correlation of −0.93; centred, R-hat
+1.020 -> 1.011 at 10 cases). What was measured not to help: centring a case's V (the levels of
+an oral dose identify V/F; funnel at small tau_volume), its CL_NR (weakly identified by one
+case; funnel at small tau_cl_nonrenal), its CL_R in log k where urine identifies it (36 steps
+per draw but divergences at small tau_cl_renal), its CL_ECTR where an effluent recovery
+identifies it (83 against 81 steps at 10 cases, and 860 divergences pooling the three published
+lithium cases, whose tau_cl_ectr the data cannot bound away from 0). So every per-case
+parameter is non-centred (Betancourt M, Girolami M, arXiv:1312.0906). At 10 simulated cases:
+81 steps per draw, 0 divergences, R-hat 1.011, minimum bulk ESS 345; at 50 cases (with CL_ECTR
+centred; to be re-measured): 100 steps, R-hat 1.012, minimum bulk ESS 365, the largest
+correlations (0.8-0.85) between each case's log V and log CL_R coordinates: the per-case ridge
+of the single-case model, which in the hierarchical layer still awaits a parametrisation that
+does not couple the cases through tau.
 
 Observations (:mod:`dialyzability.model.observations`) are observed variables: levels
 log-normal with proportional error, censored below the LLOQ through ``pm.Censored``; urine and
@@ -132,22 +135,6 @@ def _solve_lower2_ones(chol):
 
     first = 1.0 / chol[..., 0, 0]
     return pt.stack([first, (1.0 - chol[..., 1, 0] * first) / chol[..., 1, 1]], axis=-1)
-
-
-def _per_case(name, loc, scale, centred: np.ndarray, **dims):
-    """x ~ N(loc, scale) elementwise, sampled centred (the sampler's coordinate is x) where
-    ``centred``, non-centred (x = loc + scale z, z ~ N(0, 1)) elsewhere: the same prior either
-    way; centring suits a case whose data identify x, non-centring one whose data do not
-    (Papaspiliopoulos O, Roberts GO, Sköld M. Statist Sci 2007;22:59-73)."""
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    if not centred.any():
-        return loc + scale * pm.Normal(name, 0.0, 1.0, **dims)
-    if centred.all():
-        return pm.Normal(name, loc, scale, **dims)
-    raw = pm.Normal(name, pt.where(centred, loc, 0.0), pt.where(centred, scale, 1.0), **dims)
-    return pt.where(centred, raw, loc + scale * raw)
 
 
 def _population(batch: Batch, population: str, log_w70, data: dict):
@@ -247,10 +234,10 @@ def build_model(
         same log density.
     coordinates
         The sampler's coordinates (the same prior either way; see the module docstring):
-        ``"log_k"``, the measured choice (single case: the clearance pair in coordinates of
-        log k; pooled: CL_ECTR centred where an effluent recovery identifies it), or
-        ``"log_cl"`` (every per-case parameter plainly non-centred), the baseline of
-        ``benchmarks/geometry.py``.
+        ``"log_k"``, the measured choice (a single case's clearance pair in coordinates of
+        log k), or ``"log_cl"`` (plainly non-centred), the baseline of
+        ``benchmarks/geometry.py``; a pooled model's per-case parameters are non-centred
+        either way.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -288,9 +275,7 @@ def build_model(
             raise ValueError(f"unknown coordinates {coordinates!r}")
         # V is not centred: with an oral dose of unknown bioavailability a case's levels
         # identify V/F, not V
-        log_v = _per_case(
-            f"volume{RAW}", loc_v + log_weight, sd_v, np.zeros(c_n, bool), dims="case"
-        )
+        log_v = loc_v + log_weight + sd_v * pm.Normal(f"volume{RAW}", 0.0, 1.0, dims="case")
         volume = pm.Deterministic("volume", pt.exp(log_v), dims="case")
         if population == "fixed":
             # the drug's bivariate prior, in coordinates of log k (module docstring)
@@ -306,9 +291,7 @@ def build_model(
             # where urine identifies it halves the leapfrog steps but opens a funnel at small
             # tau_cl_renal (benchmarks/geometry.py)
             sd_cl = pt.stack([chol_cl[:, 0, 0], chol_cl[:, 1, 1]], axis=-1)
-            log_cl = _per_case(
-                f"clearance{RAW}", loc_cl, sd_cl, np.zeros((c_n, 2), bool), shape=(c_n, 2)
-            )
+            log_cl = loc_cl + sd_cl * pm.Normal(f"clearance{RAW}", 0.0, 1.0, shape=(c_n, 2))
         cl_renal = pm.Deterministic("cl_renal", pt.exp(log_cl[:, 0]), dims="case")
         cl_nonrenal = pm.Deterministic("cl_nonrenal", pt.exp(log_cl[:, 1]), dims="case")
         z_ka = pm.Normal(f"ka{RAW}", 0.0, 1.0, dims="case")
@@ -321,12 +304,8 @@ def build_model(
             f = pt.set_subtensor(f[oral], f_oral)
         pm.Deterministic("bioavailability", f, dims="case")
         if batch.modalities:
-            centred_e = (
-                batch.ectr_informed
-                if population == "hierarchical" and coordinates == "log_k"
-                else np.zeros((c_n, len(batch.modalities)), bool)
-            )
-            log_e = _per_case(f"cl_ectr{RAW}", loc_e, sd_e, centred_e, dims=("case", "modality"))
+            z_e = pm.Normal(f"cl_ectr{RAW}", 0.0, 1.0, dims=("case", "modality"))
+            log_e = loc_e + sd_e * z_e
             cl_ectr = pm.Deterministic("cl_ectr", pt.exp(log_e), dims=("case", "modality"))
         else:
             cl_ectr = pt.zeros((c_n, 1))

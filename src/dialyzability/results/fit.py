@@ -118,9 +118,7 @@ def diagnose(posterior, sample_stats) -> Diagnostics:
     import arviz as az
 
     names = [
-        v
-        for v in posterior.data_vars
-        if not v.endswith(RAW) and v not in _THRESHOLD_VARIABLES
+        v for v in posterior.data_vars if not v.endswith(RAW) and v not in _THRESHOLD_VARIABLES
     ]
     ds = posterior[names]
     with warnings.catch_warnings():  # variables constant over draws give NaN, skipped below

@@ -81,6 +81,4 @@ def case_ratio(view) -> np.ndarray:
 
 def unpooled_ratios(fit) -> dict[str, np.ndarray]:
     """Per case with a session, the draws of its ratio (first modality) in ``fit``."""
-    return {
-        c.id: case_ratio(fit.view(i)) for i, c in enumerate(fit.cases) if c.modalities
-    }
+    return {c.id: case_ratio(fit.view(i)) for i, c in enumerate(fit.cases) if c.modalities}

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dialyzability.design import BatchDesign
-
+from dialyzability.design import BatchDesign, case_events
 from dialyzability.pk.closed_form import concentration_at, solve_batch
-from dialyzability.design import case_events
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,8 @@ _CHUNK = 500
 
 def solutions(fit, ectr: bool = True, max_draws: int | None = None):
     """Yield (draws, rows, solution) by chunks of (thinned) draws: the numpy
-    :func:`~dialyzability.pk.closed_form.solve_batch` of those draws (``rows`` index ``draws``), with
-    their extracorporeal clearances, or with none when ``ectr`` is False."""
+    :func:`~dialyzability.pk.closed_form.solve_batch` of those draws (``rows`` index
+    ``draws``), with their extracorporeal clearances, or with none when ``ectr`` is False."""
     _, design, _ = case_events(fit.case)
     d = flat_draws(fit, max_draws)
     for start in range(0, len(d), _CHUNK):
