@@ -53,9 +53,7 @@ def run(
             coordinates=config.get("coordinates", "log_k"),
         )
         idata = sample(built.model, config, progressbar)
-    prior = prior_draws(
-        batch, population, config["seed"], built, config.get("coordinates", "log_k")
-    )
+    prior = cached_prior_draws(batch, population, config.get("coordinates", "log_k"), built)
     return complete(idata, batch, prior, config["seed"]), batch
 
 
@@ -71,6 +69,37 @@ def prior_draws(batch: Batch, population: str, seed: int, built=None, coordinate
     return pm.sample_prior_predictive(
         draws=PRIOR_DRAWS, model=model, var_names=names, random_seed=seed + 1
     ).prior
+
+
+def cached_prior_draws(batch: Batch, population: str, coordinates: str = "log_k", built=None):
+    """:func:`prior_draws`, seeded by the model and the cases' numbers and kept in the compile
+    cache (``<key>.prior.nc``, written whole): the prior of a batch depends on nothing else, so
+    a refit of the same cases reads it instead of building the PyMC model again."""
+    import hashlib
+
+    import xarray as xr
+
+    from dialyzability.inference.compiled import cache_dir, cache_key
+    from dialyzability.io.files import write_whole
+
+    digest = hashlib.sha256(cache_key(batch, population, coordinates).encode())
+    for name, value in sorted(batch.data.items()):
+        digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
+    digest.update(str(PRIOR_DRAWS).encode())
+    key = digest.hexdigest()
+    path = cache_dir() / f"{key}.prior.nc"
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+    except (OSError, ValueError, KeyError):
+        pass
+    prior = prior_draws(batch, population, int(key[:8], 16), built, coordinates)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, prior.to_netcdf)
+    except OSError:
+        pass  # a read-only cache only costs the next fit these draws
+    return prior
 
 
 def _flat(ds, name):
