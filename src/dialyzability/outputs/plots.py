@@ -40,9 +40,8 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
 
     events, _, _ = case_events(fit.case)
     latent = events.latent()
-    times = [t.mid for t in events.times]  # known times, or the middle of a range
     values = {name: float(fit.timing(name).median()) for name in latent}
-    median = events.resolve(values, constants=np.array(times, dtype=float))
+    median = events.resolve(values)  # known times, latent ones at their posterior medians
     where = {label: i for i, label in enumerate(events.labels)}
 
     def span(kind, i, w):

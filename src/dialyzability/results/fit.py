@@ -284,6 +284,7 @@ class Fit:
     drug: DrugModel
     config: dict
     population: str = "fixed"
+    _views: dict = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
     def batch(self):
@@ -294,10 +295,13 @@ class Fit:
         return len(self.cases) == 1
 
     def view(self, case: int | str = 0) -> CaseView:
-        """Case ``case`` (index or id) read as a single-case fit."""
+        """Case ``case`` (index or id) read as a single-case fit (one view per case, so that
+        what it computes, such as the times below the threshold, is computed once)."""
         if isinstance(case, str):
             case = [c.id for c in self.cases].index(case)
-        return CaseView(self, case)
+        if case not in self._views:
+            self._views[case] = CaseView(self, case)
+        return self._views[case]
 
     @cached_property
     def _only(self) -> CaseView:
