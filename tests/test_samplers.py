@@ -13,9 +13,7 @@ SHORT = {"draws": 40, "tune": 40, "chains": 2, "seed": 5}
 
 def _layout(idata) -> dict:
     """Group -> variable -> dims, and the coordinate labels of every named dimension."""
-    groups = {
-        g: {v: idata[g][v].dims for v in idata[g].data_vars} for g in idata.groups()
-    }
+    groups = {g: {v: idata[g][v].dims for v in idata[g].data_vars} for g in idata.groups()}
     coords = {
         d: list(np.asarray(idata.posterior[d].values))
         for d in idata.posterior.dims
