@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+
+import numpy as np
+
+from dialyzability.design import RAW
 
 #: convergence thresholds (Vehtari A et al., Bayesian Analysis 2021;16:667-718)
 RHAT_MAX = 1.01
@@ -39,3 +44,27 @@ class Diagnostics:
             f"{self.ess_bulk_min:.0f} (>= {ESS_BULK_MIN}), divergences {self.divergences} "
             f"(= 0): {state}"
         )
+
+
+def diagnose(posterior, sample_stats, skip=()) -> Diagnostics:
+    """The convergence gate over every reported variable of a posterior: not the sampler's own
+    coordinates, not the variables in ``skip``, nor variables constant over draws (their
+    R-hat is undefined)."""
+    import arviz as az
+
+    names = [v for v in posterior.data_vars if not v.endswith(RAW) and v not in skip]
+    ds = posterior[names]
+    with warnings.catch_warnings():  # variables constant over draws give NaN, skipped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat, ess = az.rhat(ds), az.ess(ds, method="bulk")
+    r = {k: float(np.nanmax(rhat[k].values, initial=-np.inf)) for k in names}
+    e = {k: float(np.nanmin(ess[k].values, initial=np.inf)) for k in names}
+    r = {k: v for k, v in r.items() if np.isfinite(v)}
+    e = {k: v for k, v in e.items() if np.isfinite(v)}
+    worst = max(r, key=lambda k: r[k]) if r else ""
+    return Diagnostics(
+        max(r.values(), default=float("nan")),
+        min(e.values(), default=float("nan")),
+        int(sample_stats["diverging"].sum()),
+        worst,
+    )

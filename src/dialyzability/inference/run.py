@@ -20,12 +20,6 @@ from dialyzability.model.observations import OBSERVATIONS
 PRIOR_DRAWS = 1000
 
 
-def _check_drug(cases: list[Case]) -> str:
-    from dialyzability.model.build import check_poolable
-
-    return check_poolable(cases)
-
-
 def run(
     cases: list[Case],
     population: str,
@@ -37,8 +31,9 @@ def run(
     (:func:`~dialyzability.inference.sampling.sampler_config`) and return the InferenceData
     with every group of the module docstring. The batch layout is returned beside it."""
     from dialyzability.inference.sampling import kinetics_for, sample, sample_compiled
+    from dialyzability.model.build import check_poolable
 
-    drug = drug or load_drug(_check_drug(list(cases)))
+    drug = drug or load_drug(check_poolable(list(cases)))
     batch = make_batch(list(cases), drug)
     built = None
     if config["sampler"] == "nutpie":

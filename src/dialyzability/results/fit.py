@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from dialyzability.design import RAW, make_batch
-from dialyzability.inference.gate import Diagnostics
+from dialyzability.design import make_batch
+from dialyzability.inference.gate import Diagnostics, diagnose
 from dialyzability.io.case import Case, parse_case
 from dialyzability.io.drugs import DrugModel
 from dialyzability.io.files import write_whole
@@ -112,31 +111,6 @@ def _digest(attrs: dict) -> str:
 _THRESHOLD_VARIABLES = ("time_below_ectr", "time_below_no_ectr", "hours_saved")
 
 
-def diagnose(posterior, sample_stats) -> Diagnostics:
-    """The convergence gate over every reported variable of a posterior (not the sampler's own
-    coordinates, nor variables constant over draws)."""
-    import arviz as az
-
-    names = [
-        v for v in posterior.data_vars if not v.endswith(RAW) and v not in _THRESHOLD_VARIABLES
-    ]
-    ds = posterior[names]
-    with warnings.catch_warnings():  # variables constant over draws give NaN, skipped below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rhat, ess = az.rhat(ds), az.ess(ds, method="bulk")
-    r = {k: float(np.nanmax(rhat[k].values, initial=-np.inf)) for k in names}
-    e = {k: float(np.nanmin(ess[k].values, initial=np.inf)) for k in names}
-    r = {k: v for k, v in r.items() if np.isfinite(v)}
-    e = {k: v for k, v in e.items() if np.isfinite(v)}
-    worst = max(r, key=lambda k: r[k]) if r else ""
-    return Diagnostics(
-        max(r.values(), default=float("nan")),
-        min(e.values(), default=float("nan")),
-        int(sample_stats["diverging"].sum()),
-        worst,
-    )
-
-
 @dataclass
 class CaseView:
     """One case of a fit, read as a single-case fit: what the figures, the summary and the
@@ -198,6 +172,19 @@ class CaseView:
         """Posterior draws of every registered quantity (name → DataArray)."""
         return compute_all(self.posterior, self.modalities)
 
+    def quantity_rows(self, hdi_prob: float = HDI_PROB, draws: dict | None = None) -> dict:
+        """Every registered quantity as a summary row: label, unit, mean, median, SD, HDI, and
+        for the ratio P(ratio > 1) (``draws``: :meth:`quantities`, when already computed)."""
+        draws = self.quantities() if draws is None else draws
+        rows = expand(self.modalities, set(self.posterior.data_vars))
+        out = {}
+        for (name, q, m), values in zip(rows, draws.values(), strict=True):
+            row = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
+            if q.name == "ratio":
+                row["p_above_1"] = float((np.asarray(values) > 1).mean())
+            out[name] = row
+        return out
+
     def timing(self, name: str):
         """Draws of the case's latent timing ``name`` (as :meth:`Events.latent` names it)."""
         return self.draws["timing"].sel(latent_time=name)
@@ -221,14 +208,8 @@ class CaseView:
         from dialyzability.results.extrip import grade_probabilities
         from dialyzability.results.nca import classical_estimates
 
-        quantities = {}
         draws = self.quantities()
-        rows = expand(self.modalities, set(self.posterior.data_vars))
-        for (name, q, m), values in zip(rows, draws.values(), strict=True):
-            row = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
-            if q.name == "ratio":
-                row["p_above_1"] = float((np.asarray(values) > 1).mean())
-            quantities[name] = row
+        quantities = self.quantity_rows(hdi_prob, draws)
         timings = {}
         ranges = self.fit.batch.events[self.index].latent()
         for name, values in self.latent_times().items():
@@ -347,7 +328,7 @@ class Fit:
         return self._only.summary(hdi_prob)
 
     def diagnostics(self) -> Diagnostics:
-        return diagnose(self.idata.posterior, self.idata.sample_stats)
+        return diagnose(self.idata.posterior, self.idata.sample_stats, _THRESHOLD_VARIABLES)
 
     @classmethod
     def from_run(cls, idata, cases, drug, config, population, attrs: dict) -> Fit:

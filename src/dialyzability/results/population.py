@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from dialyzability.design import POPULATION_SPREAD, mu_name, tau_name
-from dialyzability.results.quantities import HDI_PROB, describe, expand, label, name_of
+from dialyzability.results.quantities import HDI_PROB, describe, name_of
 
 
 def population_draws(fit, seed: int = 0) -> dict[str, np.ndarray]:
@@ -50,14 +50,7 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
         population[name] = row
     cases = {}
     for i, c in enumerate(fit.cases):
-        view = fit.view(i)
-        draws = view.quantities()
-        rows = expand(c.modalities, set(view.posterior.data_vars))
-        quantities = {}
-        for (name, q, m), values in zip(rows, draws.values(), strict=True):
-            quantities[name] = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
-            if q.name == "ratio":
-                quantities[name]["p_above_1"] = float((np.asarray(values) > 1).mean())
+        quantities = fit.view(i).quantity_rows(hdi_prob)
         cases[c.id] = {
             "quantities": quantities,
             "kidney_function": c.kidney_function,
