@@ -85,7 +85,29 @@ Prior = Annotated[LogNormal | Beta, Field(discriminator="dist")]
 
 
 class Sourced(_Strict):
-    value: float | str
+    """A fact with its source; ``value`` is a number, a quantity with units ("213.66 g/mol") or a
+    range ``[low, high]`` where sources disagree."""
+
+    value: float | str | tuple[float, float]
+    source: str
+
+
+class Extrip(_Strict):
+    """The EXTRIP workgroup's published grading of the drug.
+
+    ``dialyzability`` is EXTRIP's category (Lavergne V et al. Guidelines for reporting case
+    studies on extracorporeal treatments in poisonings: methodology. Semin Dial
+    2014;27(4):407-414, doi:10.1111/sdi.12251): dialyzable (D), moderately (M), slightly (S) or
+    not dialyzable (N); ``evidence`` its level of evidence (A-D); ``recommendation`` the
+    recommendation for ECTR in severe poisoning as published (e.g. "recommended (1D)").
+    """
+
+    dialyzability: (
+        Literal["dialyzable", "moderately dialyzable", "slightly dialyzable", "not dialyzable"]
+        | None
+    ) = None
+    evidence: Literal["A", "B", "C", "D"] | None = None
+    recommendation: str | None = None
     source: str
 
 
@@ -120,6 +142,16 @@ class DrugModel(_Strict):
         g/mol, or None if not given (molar units then cannot be read).
     therapeutic_high, therapeutic_low
         Therapeutic range in mg/L, when given.
+    toxic_level
+        Level above which toxicity is expected (mg/L), when given.
+    blood_plasma_ratio
+        Whole-blood to plasma concentration ratio as (low, high); equal ends for a single value.
+    extrip
+        The EXTRIP workgroup's published grading, when the drug has been graded.
+    overdose_kinetics
+        How overdose changes the kinetics (saturable absorption or binding), with sources.
+    not_found
+        Facts searched for and not found: field name to what was searched.
     priors
         Priors of the pharmacokinetic parameters (``volume`` per kg, ``cl_total`` for a 70-kg
         adult with normal kidneys, ``fe``, ``bioavailability``, ``ka``).
@@ -140,6 +172,11 @@ class DrugModel(_Strict):
     therapeutic_low: float | None = None
     therapeutic_high: float | None = None
     half_life: HalfLife | None = None
+    toxic_level: float | None = None
+    blood_plasma_ratio: tuple[float, float] | None = None
+    extrip: Extrip | None = None
+    overdose_kinetics: str | None = None
+    not_found: dict[str, str] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
     priors: Priors
     ectr: dict[str, LogNormal]
@@ -172,6 +209,11 @@ class _DrugFile(_Strict):
     protein_binding: Sourced | None = None
     therapeutic_range: TherapeuticRange | None = None
     half_life: HalfLife | None = None
+    toxic_threshold: Sourced | None = None
+    blood_plasma_ratio: Sourced | None = None
+    extrip: Extrip | None = None
+    overdose_kinetics: str | None = None
+    not_found: dict[str, str] = Field(default_factory=dict)
     priors: dict[PriorName, Prior] = Field(default_factory=dict)
     ectr: dict[str, LogNormal] = Field(default_factory=dict)
     kidney_function: dict[Literal["normal", "impaired", "anuric"], LogNormal] = Field(
@@ -263,8 +305,28 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
         sources["therapeutic_range"] = tr.source
     binding = None
     if drug.protein_binding is not None:
-        binding = float(drug.protein_binding.value)
+        binding = _fraction(drug.protein_binding.value, origin, "protein_binding")
         sources["protein_binding"] = drug.protein_binding.source
+    toxic = None
+    if drug.toxic_threshold is not None:
+        try:
+            toxic = parse_quantity(str(drug.toxic_threshold.value), "concentration", molar_mass)
+        except UnitError as exc:
+            raise DrugModelError(f"{origin}: field 'toxic_threshold.value': {exc}") from exc
+        sources["toxic_threshold"] = drug.toxic_threshold.source
+    bp = None
+    if drug.blood_plasma_ratio is not None:
+        value = drug.blood_plasma_ratio.value
+        if isinstance(value, str):
+            raise DrugModelError(
+                f"{origin}: field 'blood_plasma_ratio.value': give a number or [low, high]"
+            )
+        bp = tuple(value) if isinstance(value, tuple) else (float(value), float(value))
+        if not 0 < bp[0] <= bp[1]:
+            raise DrugModelError(
+                f"{origin}: field 'blood_plasma_ratio.value': need 0 < low <= high"
+            )
+        sources["blood_plasma_ratio"] = drug.blood_plasma_ratio.source
     try:
         return DrugModel(
             name=drug.name if key != "default" else "default",
@@ -274,6 +336,11 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
             therapeutic_low=low,
             therapeutic_high=high,
             half_life=drug.half_life,
+            toxic_level=toxic,
+            blood_plasma_ratio=bp,
+            extrip=drug.extrip,
+            overdose_kinetics=drug.overdose_kinetics,
+            not_found=drug.not_found,
             sources=sources,
             priors=Priors(**priors),
             ectr=merged["ectr"],
@@ -286,6 +353,16 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise DrugModelError(f"{origin}: field '{where}': {first['msg']}") from exc
+
+
+def _fraction(value, origin: str, field: str) -> float:
+    """A fraction given as a number, or the midpoint of a range [low, high]."""
+    if isinstance(value, str):
+        raise DrugModelError(f"{origin}: field '{field}.value': give a number or [low, high]")
+    lo, hi = value if isinstance(value, tuple) else (value, value)
+    if not 0 <= lo <= hi <= 1:
+        raise DrugModelError(f"{origin}: field '{field}.value': need 0 <= low <= high <= 1")
+    return (lo + hi) / 2
 
 
 def error_prior(prior) -> tuple[float, float]:
