@@ -31,7 +31,11 @@ class _Strict(BaseModel):
 
 
 class LogNormal(_Strict):
-    """Log-normal prior: ``log X ~ Normal(log(median), sigma)``."""
+    """Log-normal prior: ``log X ~ Normal(log(median), sigma)``.
+
+    ``published`` lists values reported in the sources (with units, e.g. ``"128 mL/min"``) that
+    the prior's central 95 % interval must cover; the drug models' prior-predictive tests check it.
+    """
 
     dist: Literal["lognormal"]
     median: Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -39,6 +43,7 @@ class LogNormal(_Strict):
     unit: str | None = None
     source: str
     note: str | None = None
+    published: list[str] | None = None
     origin: str = "drug"
 
     @property
