@@ -176,13 +176,15 @@ def write_case(tmp_path):
 
 @pytest.fixture(scope="session")
 def lee_fit_dir(tmp_path_factory):
-    """The founding case fitted once with NUTS through the CLI (short run), with every output."""
-    from dialyzability.cli import main
+    """The founding case fitted once with NUTS through the CLI (short run), with every output.
+    So short a run may miss the bulk-ESS threshold: then ``fit`` exits with its not-converged
+    status, having written every output all the same."""
+    from dialyzability.cli import EXIT_NOT_CONVERGED, main
 
     out = tmp_path_factory.mktemp("lee-fit")
     args = ["fit", str(LEE), "--out", str(out), "--seed", "3", "--quiet"]
     args += ["--draws", "300", "--tune", "300", "--chains", "2"]
-    assert main(args) == 0
+    assert main(args) in (0, EXIT_NOT_CONVERGED)
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dialyzability.api import fit_cases, fit_pooled
-from dialyzability.cli import main
+from dialyzability.cli import EXIT_NOT_CONVERGED, main
 from dialyzability.io.case import CaseError, load_case, parse_case
 from dialyzability.io.tidy import load_tidy_csv
 from dialyzability.model.build import PoolError, build_model
@@ -72,7 +72,8 @@ def test_pool_command_on_published_cases(tmp_path):
         "--chains",
         "2",
     ]
-    assert main(args) == 0
+    # so short a run may fail the convergence gate: the outputs are written all the same
+    assert main(args) in (0, EXIT_NOT_CONVERGED)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"population", "cases", "diagnostics", "drug", "hdi_prob"}
     n_baclofen = sum(load_case(p).drug == "baclofen" for p in CASES.glob("*.toml"))

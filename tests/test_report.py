@@ -15,7 +15,15 @@ import pytest
 from dialyzability.cli import main
 from dialyzability.outputs import plots
 from dialyzability.outputs.plots import FIGURES
-from dialyzability.outputs.report import build_report, fmt, interval
+from dialyzability.outputs.report import (
+    build_report,
+    extrip_sentences,
+    fmt,
+    interval,
+    median,
+    prob,
+    probability,
+)
 from dialyzability.results.extrip import GRADES
 from dialyzability.results.quantities import FLOWS_ML_MIN, describe, name_of
 
@@ -65,32 +73,32 @@ def test_report_numbers_equal_summary(lee_free_dir):
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) >= 5 and cells[0] in {**summary["quantities"], **summary["timings"]}:
-            rows[cells[0]] = cells
+            rows.setdefault(cells[0], cells)
     assert set(rows) == set(summary["quantities"]) | set(summary["timings"])
     for name, q in {**summary["quantities"], **summary["timings"]}.items():
-        _, _, median, hdi, unit, extra = rows[name][:6]
+        _, _, shown, hdi, unit, extra = rows[name][:6]
         lo, hi = hdi.split("–")
-        assert median == fmt(q["median"]) and unit == q["unit"]
-        assert (lo, hi) == (fmt(q["hdi"][0]), fmt(q["hdi"][1]))
-        assert float(median) == pytest.approx(q["median"], rel=5e-3, abs=1e-9)
+        assert shown == median(q) and unit == q["unit"] and hdi == interval(q)
+        # each number rounded to >= 2 significant digits: within 5 % of the summary's
+        for text_value, value in ((shown, q["median"]), (lo, q["hdi"][0]), (hi, q["hdi"][1])):
+            assert float(text_value) == pytest.approx(value, rel=0.05, abs=1e-12)
         if q["unit"] == "L/h":
             assert extra.startswith(f"{fmt(q['median'] * FLOWS_ML_MIN)} (") and "mL/min" in extra
-    # the sentence a clinician reads carries the same ratio
-    m = re.search(rf"HD cleared baclofen at {NUMBER} \(95 % HDI {NUMBER}–{NUMBER}\) times", text)
+    # the sentence a clinician reads carries the same ratio, and P(ratio > 1) with its MCSE
     r = summary["quantities"]["ratio"]
-    assert m and [float(x) for x in m.groups()] == pytest.approx([r["median"], *r["hdi"]], rel=5e-3)
-    m = re.search(rf"P\(ratio > 1\), is {NUMBER}", text)
-    assert m and float(m.group(1)) == pytest.approx(r["p_above_1"], abs=5e-3)
+    assert f"HD cleared baclofen at {median(r)} (95 % interval {interval(r)}) times" in text
+    assert f"P(ratio > 1), is {probability(r)}." in text and " ± " in probability(r)
     h = summary["quantities"]["hours_saved"]
-    assert f"{fmt(h['median'])} h (95 % HDI {fmt(h['hdi'][0])}–{fmt(h['hdi'][1])})" in text
-    assert f"urine #1 held {fmt(42.0)} mg" in text and f"session #1 removed {fmt(3.05)} mg" in text
+    assert f"{median(h)} h (95 % interval {interval(h)}) of toxicity saved" in text
+    assert "urine #1 held 42 mg" in text and "session #1 removed 3.05 mg" in text
     # the EXTRIP table: one row per criterion, the four probabilities of the summary
     for per in summary["extrip"]["modalities"]["HD"].values():
-        row = f"| HD | {per['label']} | " + " | ".join(fmt(per[g]) for g in GRADES) + " |"
+        row = f"| HD | {per['label']} | " + " | ".join(prob(per[g]) for g in GRADES) + " |"
         assert row in text
-    assert (
-        f"P(endogenous half-life > 4 h) = {fmt(summary['extrip']['p_thalf_off_above_4h'])}" in text
-    )
+    assert all(s in text for s in extrip_sentences(summary["extrip"]))
+    # the verdict opens the report (the first paragraph after the title)
+    first = [b for b in text.split("\n\n") if b.strip()][1]
+    assert first == f"**{summary['verdict']}**"
     # the diagnostics sentence, and no warning for a converged fit
     assert summary["diagnostics"]["converged"] and "WARNING" not in text
 
@@ -132,7 +140,8 @@ def test_report_of_unconverged_fit_warns(free_fit, tmp_path):
     report = build_report(result, summary, [])
     text = report.markdown()
     assert text.count("> **WARNING**") == 1 and "divergences 3" in text
-    assert "NOT CONVERGED" in text and "WARNING" in summary.table()
+    assert "NOT CONVERGED" in text and summary.table().startswith("NOT CONVERGED")
+    assert all(v.startswith("NOT CONVERGED") for v in summary.verdict)
     assert '<p class="warning">' in report.html(tmp_path)
 
 
@@ -145,13 +154,13 @@ def test_report_speaks_of_each_modality(free_fit):
     for m in result.modalities:
         r, c = q[f"ratio_{m}"], q[f"cl_ectr_{m}"]
         assert (
-            f"{m} cleared baclofen at {fmt(r['median'])} (95 % HDI {interval(r)}) times the "
+            f"{m} cleared baclofen at {median(r)} (95 % interval {interval(r)}) times the "
             f"renal clearance" in text
         )
-        assert f"P(ratio > 1), is {fmt(r['p_above_1'])}" in text
-        assert f"{m} clearance was {fmt(c['median'])} L/h (95 % HDI {interval(c)})" in text
+        assert f"P(ratio > 1), is {probability(r)}" in text
+        assert f"{m} clearance was {median(c)} L/h (95 % interval {interval(c)})" in text
         assert f"EXTRIP, most probable grade per criterion for {m}: " in text
-    assert f"CVVH session #2 removed {fmt(2.0)} mg" in text
+    assert "CVVH session #2 removed 2 mg" in text
 
 
 def test_report_of_case_without_session(free_fit):
@@ -160,10 +169,13 @@ def test_report_of_case_without_session(free_fit):
     text = build_report(result, summary, []).markdown()
     r = summary.quantities["cl_renal"]
     assert (
-        f"no extracorporeal session; renal clearance was {fmt(r['median'])} L/h "
-        f"(95 % HDI {interval(r)})" in text
+        f"no extracorporeal session; renal clearance was {median(r)} L/h "
+        f"(95 % interval {interval(r)})" in text
     )
-    assert "EXTRIP" not in text and "toxicity saved" not in text and "cleared" not in text
+    assert "EXTRIP" not in text and "toxicity saved" not in text and " cleared " not in text
+    assert summary.verdict == (
+        "The case has no extracorporeal session: there is no ratio to estimate.",
+    )
     assert summary.extrip["modalities"] == {}
 
 
@@ -179,9 +191,9 @@ def test_pooled_report_numbers_equal_its_summary(pooled_free_dir):
         _, m, k = name.split("_", 2)
         q, new = summary["population"][name], summary["population"][f"ratio_new_{m}_{k}"]
         assert (
-            f"with {k} kidneys, {m} cleared baclofen at {fmt(q['median'])} (95 % HDI "
-            f"{interval(q)}) times the renal clearance, P(ratio > 1) = {fmt(q['p_above_1'])}; "
-            f"for a new such patient the ratio is {fmt(new['median'])} (95 % HDI "
+            f"with {k} kidneys, {m} cleared baclofen at {median(q)} (95 % interval "
+            f"{interval(q)}) times the renal clearance, P(ratio > 1) = {probability(q)}; "
+            f"for a new such patient the ratio is {median(new)} (95 % interval "
             f"{interval(new)})" in text
         )
     for cid, c in summary["cases"].items():
@@ -387,8 +399,8 @@ def test_forest_data_rows_match_the_pooled_draws(free_fit):
     assert [r["case"] for r in d["cases"]] == [c.id for c in with_sessions]
     for row, c in zip(d["cases"], with_sessions, strict=True):
         assert row["modality"] == c.modalities[0]
-        assert row["pooled"] == describe(ratio(pooled, c))
-        assert row["unpooled"] == describe(ratio(unpooled, c))
+        assert row["pooled"] == describe(ratio(pooled, c), scale="log")
+        assert row["unpooled"] == describe(ratio(unpooled, c), scale="log")
     draws = population_draws(pooled)
     labels = [f"population: {m}, {k} kidneys" for m in ("HD", "CVVH") for k in ("normal", "anuric")]
     assert [r["label"] for r in d["population"]] == labels

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from dialyzability.io.files import write_text_whole, write_whole
 
+#: exit status of ``fit``, ``pool`` and ``report`` when the fit fails the convergence gate
+EXIT_NOT_CONVERGED = 3
+
 
 def _fmt(x: float | None, unit: str = "") -> str:
     if x is None:
@@ -159,7 +162,7 @@ def _in_parallel(task):
     return wait
 
 
-def _write_outputs(result, out: Path, hdi: float) -> None:
+def _write_outputs(result, out: Path, hdi: float) -> int:
     """summary.json, summary.csv, figures and reports of a fit, each file whole. The figures
     are drawn in a second process while the summary is computed."""
     from dialyzability.outputs.plots import FIGURES, write_figures
@@ -178,7 +181,9 @@ def _write_outputs(result, out: Path, hdi: float) -> None:
     names = ", ".join(p.name for p in [*figures, *reports])
     print(f"\nWrote to {out}: summary.json, summary.csv, {names}")
     if not summary.diagnostics.converged:
-        print("WARNING: the fit did not converge (see Diagnostics above).", file=sys.stderr)
+        print("NOT CONVERGED: see Diagnostics above.", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -207,8 +212,7 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out)
-    _write_outputs(result, out, args.hdi)
-    return 0
+    return _write_outputs(result, out, args.hdi)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -224,13 +228,11 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: {path / 'posterior.nc'}: cannot be read as a fit ({exc})", file=sys.stderr)
         return 1
     if not result.single:  # a pooled fit: its summary, forest plot and report
-        _write_pooled(result, path, args.hdi, None)
-        return 0
+        return _write_pooled(result, path, args.hdi, None)
     threshold = _threshold(args.threshold, result.case)
     if threshold is not None:
         result.config["threshold"] = threshold
-    _write_outputs(result, path, args.hdi)
-    return 0
+    return _write_outputs(result, path, args.hdi)
 
 
 def _load_inputs(paths: list[Path]):
@@ -277,11 +279,10 @@ def _pool(args: argparse.Namespace) -> int:
     if not args.no_unpooled:
         # the same cases side by side under the drug model's prior: one model, no pooling
         unpooled = fit_cases(cases, "fixed", **sampling)
-    _write_pooled(pooled, out, args.hdi, unpooled)
-    return 0
+    return _write_pooled(pooled, out, args.hdi, unpooled)
 
 
-def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> None:
+def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> int:
     import matplotlib.pyplot as plt
 
     from dialyzability.outputs.plots import DPI, forest_data, plot_forest
@@ -291,7 +292,7 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> None:
     summary = pooled_summary(pooled, hdi)
     unpooled = unpooled_ratios(unpooled) if unpooled is not None else {}
     for cid, draws in unpooled.items():
-        summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi)
+        summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi, "log")
     pooled.save(out)
     write_text_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
@@ -302,23 +303,38 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> None:
     report = build_pooled_report(summary, ["forest.png"])
     write_text_whole(out / "report.md", report.markdown())
     write_text_whole(out / "report.html", report.html(out))
-    lines = [f"Pooled {summary['n_cases']} {summary['drug']} cases ({hdi:.0%} HDI)"]
-    for name, q in summary["population"].items():
-        if name.startswith("ratio"):
-            lines.append(
-                f"  {name:<28} median {q['median']:.3g}  [{q['hdi'][0]:.3g}, "
-                f"{q['hdi'][1]:.3g}]  P(>1) = {q['p_above_1']:.2f}"
-            )
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from dialyzability.outputs.report import interval, median, probability
+
     d = summary["diagnostics"]
+    lines = [] if d["converged"] else ["NOT CONVERGED: do not use these numbers."]
+    lines += list(summary["verdicts"].values())
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Pooled {summary['n_cases']} {summary['drug']} cases ({hdi:.0%} interval)",
+    )
+    for name, justify in (("quantity", "left"), ("median", "right"), ("interval", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    table.add_column("P(> 1)", justify="right")
+    for name, q in summary["population"].items():
+        p = probability(q) if "p_above_1" in q else ""
+        table.add_row(name, median(q), interval(q), p)
+    console = Console(file=sys.stdout, width=200, color_system=None, highlight=False)
+    print("\n".join(lines))
+    console.print(table)
     state = "converged" if d["converged"] else "NOT CONVERGED"
-    lines.append(
+    print(
         f"Diagnostics: R-hat max {d['r_hat_max']:.3f}, bulk ESS min "
         f"{d['ess_bulk_min']:.0f}, divergences {d['divergences']}: {state}"
     )
-    print("\n".join(lines))
     print(f"Wrote to {out}: posterior.nc, summary.json, forest.png, report.md, report.html")
     if not d["converged"]:
-        print("WARNING: the pooled fit did not converge.", file=sys.stderr)
+        print("NOT CONVERGED: the pooled fit did not converge.", file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    return 0
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -446,10 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 success, 1 bad input, 2 usage)."""
+    """Entry point; returns the exit status: 0 success, 1 bad input, 2 usage (or a sampler
+    that is not installed), 3 (:data:`EXIT_NOT_CONVERGED`) a fit that failed the convergence
+    gate (its outputs are written, each saying NOT CONVERGED first), 130 interrupted."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+    # PyTensor's advice on linking a BLAS library is for developers, not for readers of a fit
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
     from dialyzability.io.case import CaseError
     from dialyzability.io.drugs import DrugModelError
 

@@ -227,7 +227,7 @@ def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwar
             }
             row = {"design": kind, "seed": case_seed, "diagnostics": result.diagnostics()}
             for name, value in truths.items():
-                lo, hi = describe(draws[name])["hdi"]
+                lo, hi = describe(draws[name], scale="log")["hdi"]
                 row[name] = {"truth": value, "hdi": (lo, hi), "covered": lo <= value <= hi}
             rows.append(row)
             if progress:

@@ -2,8 +2,10 @@
 
 ``levels_data``/``plot_levels`` (fit.png), ``ratio_data``/``plot_ratio`` (ratio.png),
 ``recoveries_data``/``plot_recoveries`` (recoveries.png), ``extrip_data``/``plot_extrip``
-(extrip.png) and ``sensitivity_data``/``plot_sensitivity`` (sensitivity.png). The plot functions
-only read a :class:`~dialyzability.results.fit.Fit`; :func:`write_figures` writes all of them.
+(extrip.png, greyed when the criteria do not apply), ``sensitivity_data``/``plot_sensitivity``
+(sensitivity.png) and ``prior_posterior_data``/``plot_prior_posterior`` (prior_posterior.png).
+The plot functions only read a :class:`~dialyzability.results.fit.Fit`; :func:`write_figures`
+writes all of them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ import numpy as np
 
 from dialyzability.design import session_name, urine_name
 from dialyzability.io.files import write_whole
-from dialyzability.results.extrip import GRADE_LABELS, GRADES
-from dialyzability.results.quantities import HDI_PROB, describe, name_of
+from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
+from dialyzability.results.fit import interval_text
+from dialyzability.results.quantities import (
+    HDI_PROB,
+    describe,
+    name_of,
+    probability_above,
+    rounded,
+)
 
 FIGSIZE = (8.0, 4.6)
 DPI = 150
@@ -23,6 +32,11 @@ SESSION_COLOUR = "#d95f02"
 URINE_COLOUR = "#1b9e77"
 BAND_COLOUR = "#4c72b0"
 GRADE_COLOURS = {"D": "#1a9850", "M": "#91cf60", "S": "#fee08b", "N": "#d73027"}
+#: the grades' colours when the EXTRIP criteria do not apply
+GREYS = ("#8c8c8c", "#a8a8a8", "#c4c4c4", "#dedede")
+PRIOR_COLOUR = "#999999"
+#: the quantities of the prior-against-posterior figure
+PRIOR_POSTERIOR = ("ratio", "cl_renal", "cl_ectr", "thalf_off")
 
 
 def _figure(nrows=1, ncols=1, **kw):
@@ -229,11 +243,13 @@ def ratio_data(fit, hdi_prob: float = HDI_PROB) -> dict:
     q = fit.quantities()
     out = {}
     for m in fit.modalities:
-        draws = np.asarray(q[name_of("ratio", m, fit.modalities)]).ravel()
+        values = q[name_of("ratio", m, fit.modalities)]
+        above = probability_above(values, 1.0)
         out[m] = {
-            "draws": draws,
-            **describe(draws, hdi_prob),
-            "p_above_1": float((draws > 1).mean()),
+            "draws": np.asarray(values).ravel(),
+            **describe(values, hdi_prob, "log"),
+            "p_above_1": above["p"],
+            "p_above_1_mcse": above["mcse"],
         }
     return out
 
@@ -264,8 +280,9 @@ def plot_ratio(fit, data: dict | None = None):
             density=False,
             color=colour,
             alpha=0.45,
-            label=f"{m}: median {v['median']:.2g}, {HDI_PROB:.0%} HDI "
-            f"{v['hdi'][0]:.2g}-{v['hdi'][1]:.2g}; P(>1) = {v['p_above_1']:.2f}",
+            label=f"{m}: median {rounded(v['median'], v['mcse']['median'])}, "
+            f"{HDI_PROB:.0%} interval {interval_text(v)}; P(>1) = "
+            f"{rounded(v['p_above_1'], v['p_above_1_mcse'])}",
         )
         ymax = ax.get_ylim()[1]
         ax.hlines(ymax * (0.9 - 0.06 * k), *v["hdi"], color=colour, lw=3)
@@ -375,15 +392,16 @@ def plot_extrip(fit, data: dict | None = None):
         )
         ax.set_axis_off()
         return fig
+    applies = d.get("applies", True)
     y = np.arange(len(rows))[::-1]
     left = np.zeros(len(rows))
-    for g in GRADES:
+    for k, g in enumerate(GRADES):
         widths = np.array([c[g] for _, c in rows])
         ax.barh(
             y,
             widths,
             left=left,
-            color=GRADE_COLOURS[g],
+            color=GRADE_COLOURS[g] if applies else GREYS[k],
             edgecolor="white",
             label=f"{g}: {GRADE_LABELS[g]}",
         )
@@ -394,11 +412,30 @@ def plot_extrip(fit, data: dict | None = None):
     ax.set_yticks(y, [f"{m}: {c['label']}" for m, c in rows], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("Posterior probability of each EXTRIP grade")
-    fig.suptitle(
-        f"{fit.case.id}: EXTRIP dialyzability grades (the criteria apply when the endogenous "
-        f"t½ > 4 h; here P = {d['p_thalf_off_above_4h']:.2f})",
-        fontsize=10,
-    )
+    p = d["p_thalf_off_above_4h"]
+    if applies:
+        title = (
+            f"{fit.case.id}: EXTRIP dialyzability grades (the criteria apply when the endogenous "
+            f"t½ > {MIN_THALF_H:g} h; here P = {p:.2f})"
+        )
+    else:
+        title = (
+            f"{fit.case.id}: EXTRIP criteria DO NOT APPLY: P(endogenous t½ > {MIN_THALF_H:g} h) "
+            f"= {p:.2f} < {APPLIES_P:g}"
+        )
+        ax.set_facecolor("#eeeeee")
+        ax.text(
+            0.5,
+            0.5,
+            "criteria do not apply\n(endogenous half-life too short)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=13,
+            color="#444444",
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#888888"},
+        )
+    fig.suptitle(title, fontsize=10)
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.4, -0.3), frameon=False)
     fig.tight_layout()
     return fig
@@ -447,12 +484,70 @@ def plot_sensitivity(fit, data: dict | None = None):
     return fig
 
 
+def prior_posterior_data(fit) -> dict:
+    """Prior and posterior draws of the ratio, CL_R, CL_ECTR and the half-life off ECTR (the
+    first modality), with the summary's rows (medians, intervals, width ratio)."""
+    post = fit.quantities()
+    prior = fit.view(0).prior_quantities() if fit.single else {}
+    rows = fit.summary().quantities
+    out = {}
+    for base in PRIOR_POSTERIOR:
+        name = name_of(base, fit.modalities[0], fit.modalities) if fit.modalities else base
+        if name not in post or name not in prior:
+            continue
+        out[name] = {
+            "posterior": np.asarray(post[name]).ravel(),
+            "prior": np.asarray(prior[name]).ravel(),
+            "row": rows[name],
+        }
+    return out
+
+
+def plot_prior_posterior(fit, data: dict | None = None):
+    """prior_posterior.png: prior (grey) and posterior (blue) densities on log axes, each panel
+    saying how much the data narrowed the interval."""
+    d = data if data is not None else prior_posterior_data(fit)
+    fig, axes = _figure(1, max(len(d), 1), figsize=(3.3 * max(len(d), 1) + 0.6, 3.4), squeeze=False)
+    if not d:
+        axes[0, 0].text(0.5, 0.5, "No prior draws in this fit", ha="center", va="center")
+        axes[0, 0].set_axis_off()
+        return fig
+    for ax, (name, v) in zip(axes.ravel(), d.items(), strict=True):
+        both = np.concatenate([v["prior"], v["posterior"]])
+        both = both[np.isfinite(both) & (both > 0)]
+        lo, hi = np.percentile(both, [0.5, 99.5])
+        bins = np.logspace(np.log10(lo), np.log10(hi), 50)
+        for key, colour, text in (
+            ("prior", PRIOR_COLOUR, "prior"),
+            ("posterior", BAND_COLOUR, "posterior"),
+        ):
+            x = v[key][np.isfinite(v[key]) & (v[key] > 0)]
+            dens, edges = np.histogram(np.log(x), bins=np.log(bins), density=True)
+            ax.stairs(dens, np.exp(edges), color=colour, lw=1.8, label=text, fill=key == "prior",
+                      alpha=0.35 if key == "prior" else 1.0)  # fmt: skip
+        row = v["row"]
+        ax.set_xscale("log")
+        ax.set_yticks([])
+        if name.startswith("ratio"):
+            ax.axvline(1.0, color="black", ls="--", lw=1)
+        ratio = row.get("width_ratio")
+        verdict = "prior-dominated" if row.get("prior_dominated") else "informed by the data"
+        width = f"{ratio:.0%} of the prior's width" if ratio is not None else ""
+        ax.set_title(f"{row['label']}\n{width}: {verdict}", fontsize=8.5)
+        ax.set_xlabel(f"{name} ({row['unit']})" if row["unit"] != "1" else name, fontsize=9)
+    axes.ravel()[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(f"{fit.case.id}: prior against posterior (log axes)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "fit.png": plot_levels,
     "ratio.png": plot_ratio,
     "recoveries.png": plot_recoveries,
     "extrip.png": plot_extrip,
     "sensitivity.png": plot_sensitivity,
+    "prior_posterior.png": plot_prior_posterior,
 }
 
 
@@ -483,9 +578,13 @@ def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB
         if not c.modalities:
             continue
         draws = case_ratio(pooled.view(i))
-        row = {"case": c.id, "modality": c.modalities[0], "pooled": describe(draws, hdi_prob)}
+        row = {
+            "case": c.id,
+            "modality": c.modalities[0],
+            "pooled": describe(draws, hdi_prob, "log"),
+        }
         if unpooled and c.id in unpooled:
-            row["unpooled"] = describe(unpooled[c.id], hdi_prob)
+            row["unpooled"] = describe(unpooled[c.id], hdi_prob, "log")
         cases.append(row)
     population = []
     draws = population_draws(pooled)
@@ -494,8 +593,8 @@ def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB
             population.append(
                 {
                     "label": f"population: {m}, {k} kidneys",
-                    "mean": describe(draws[f"ratio_{m}_{k}"], hdi_prob),
-                    "new": describe(draws[f"ratio_new_{m}_{k}"], hdi_prob),
+                    "mean": describe(draws[f"ratio_{m}_{k}"], hdi_prob, "log"),
+                    "new": describe(draws[f"ratio_new_{m}_{k}"], hdi_prob, "log"),
                 }
             )
     return {"cases": cases, "population": population}

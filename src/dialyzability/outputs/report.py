@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dialyzability.results.extrip import GRADE_LABELS, GRADES
-from dialyzability.results.quantities import FLOWS_ML_MIN
+from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
+from dialyzability.results.fit import interval_text
+from dialyzability.results.interpret import narrowing_sentence
+from dialyzability.results.quantities import FLOWS_ML_MIN, rounded
 
 FIGURE_CAPTIONS = {
     "fit.png": "Measured levels with the posterior median and 50 %/95 % bands; sessions shaded "
@@ -23,28 +26,81 @@ FIGURE_CAPTIONS = {
     "ratio.png": "Posterior of CL_ECTR / CL_R; the dashed line marks equal clearances.",
     "recoveries.png": "Observed amounts against the amounts the model predicts, with "
     "measurement error.",
-    "extrip.png": "Posterior probability of each EXTRIP grade, per criterion.",
+    "extrip.png": "Posterior probability of each EXTRIP grade, per criterion (greyed when the "
+    "criteria do not apply: endogenous half-life too short).",
+    "prior_posterior.png": "Prior (grey) against posterior (blue) of the ratio, the renal and "
+    "extracorporeal clearances and the half-life off ECTR, on log axes; each panel says how much "
+    "the data narrowed the interval.",
     "sensitivity.png": "How the ratio depends on each timing the report gave only as a range.",
 }
 
 
-def fmt(x: float | None) -> str:
-    """Three significant digits, the format of every number in the report."""
+def fmt(x: float | None, mcse: float | None = None) -> str:
+    """A number to the precision of its Monte Carlo standard error (three significant digits
+    without one): :func:`~dialyzability.results.quantities.rounded`, the format of every number
+    in the report."""
     if x is None:
         return "–"
-    return f"{x:.3g}"
+    return rounded(x, mcse)
+
+
+def prob(p: float) -> str:
+    """A probability to two decimals, "< 0.01" and "> 0.99" at the ends."""
+    if p < 0.01:
+        return "< 0.01"
+    if p > 0.99:
+        return "> 0.99"
+    return f"{p:.2f}"
+
+
+def _eq(text: str) -> str:
+    """``= 0.43``, or ``< 0.01`` as it stands."""
+    return text if text[0] in "<>" else f"= {text}"
+
+
+def median(q: dict) -> str:
+    """A row's median, to the precision of its MCSE."""
+    return fmt(q["median"], (q.get("mcse") or {}).get("median"))
 
 
 def interval(q: dict) -> str:
-    return f"{fmt(q['hdi'][0])}–{fmt(q['hdi'][1])}"
+    """A row's interval, each end to the precision of its MCSE."""
+    return interval_text(q)
+
+
+def probability(q: dict) -> str:
+    """P(ratio > 1) of a row with its MCSE."""
+    se = q.get("p_above_1_mcse")
+    if se:
+        return f"{rounded(q['p_above_1'], se)} ± {rounded(se, None, 1)}"
+    return fmt(q["p_above_1"])
+
+
+_NUMBER = re.compile(r"^[-–+±×%<>=().,\deE ]+$")
+
+
+def _numeric(text: str) -> bool:
+    """A table cell that holds a number (or an interval, or a number with its MCSE)."""
+    return bool(text) and bool(_NUMBER.match(text)) and any(ch.isdigit() for ch in text)
 
 
 @dataclass(frozen=True)
 class Block:
-    kind: str  # "h1", "h2", "p", "warning", "table", "figure"
+    kind: str  # "h1", "h2", "p", "verdict", "warning", "flag", "table", "figure"
     text: str = ""
     rows: tuple = ()
     header: tuple = ()
+
+    def right_aligned(self) -> list[bool]:
+        """Per column of a table: every non-empty cell a number (right-aligned)."""
+        columns = list(zip(*self.rows, strict=False)) if self.rows else []
+        out = []
+        for j in range(len(self.header)):
+            cells = (
+                [str(c) for c in columns[j] if str(c) not in ("", "–")] if j < len(columns) else []
+            )
+            out.append(bool(cells) and all(_numeric(c) for c in cells))
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,9 +121,14 @@ class Report:
                 out.append(b.text)
             elif b.kind == "warning":
                 out.append(f"> **WARNING** {b.text}")
+            elif b.kind == "verdict":
+                out.append(f"**{b.text}**")
+            elif b.kind == "flag":
+                out.append(f"- {b.text}")
             elif b.kind == "table":
+                right = b.right_aligned()
                 out.append("| " + " | ".join(b.header) + " |")
-                out.append("|" + "---|" * len(b.header))
+                out.append("|" + "".join("---:|" if r else "---|" for r in right))
                 out += ["| " + " | ".join(str(c) for c in row) + " |" for row in b.rows]
             elif b.kind == "figure":
                 out.append(f"![{b.rows[0]}]({b.text})\n\n*{b.rows[0]}*")
@@ -86,12 +147,20 @@ class Report:
             elif b.kind == "warning":
                 body.append(f'<p class="warning"><strong>WARNING</strong> {esc(b.text)}</p>')
             elif b.kind == "table":
-                head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
+                right = b.right_aligned()
+                cls = ["" if not r else ' class="num"' for r in right]
+                head = "".join(f"<th{c}>{esc(h)}</th>" for h, c in zip(b.header, cls, strict=True))
                 rows = "".join(
-                    "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                    "<tr>"
+                    + "".join(f"<td{c}>{esc(str(x))}</td>" for x, c in zip(row, cls, strict=False))
+                    + "</tr>"
                     for row in b.rows
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif b.kind == "verdict":
+                body.append(f'<p class="verdict">{esc(b.text)}</p>')
+            elif b.kind == "flag":
+                body.append(f'<p class="flag">{esc(b.text)}</p>')
             elif b.kind == "figure":
                 data = base64.b64encode((figures_dir / b.text).read_bytes()).decode()
                 body.append(
@@ -104,6 +173,10 @@ class Report:
             "table{border-collapse:collapse;margin:0.5rem 0 1rem;font-size:0.9rem}"
             "th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;text-align:left}"
             "th{background:#f3f3f3}img{max-width:100%}figure{margin:1rem 0}"
+            ".num{text-align:right;font-variant-numeric:tabular-nums}"
+            ".verdict{font-size:1.15rem;font-weight:600;border-left:4px solid #2c6e9b;"
+            "padding-left:0.75rem}.flag{background:#fff4d6;border-left:4px solid #d39e00;"
+            "padding:0.25rem 0.5rem;margin:0.25rem 0}"
             "figcaption{font-size:0.85rem;color:#555}"
             ".warning{background:#fde0dc;border:2px solid #c0392b;padding:0.5rem}"
         )
@@ -116,9 +189,9 @@ class Report:
 
 
 def answer_sentences(summary, case, drug: str) -> list[str]:
-    """The report's sentences, each number from ``summary`` via :func:`fmt`."""
+    """The report's sentences, each number from ``summary`` to the precision of its MCSE."""
     q = summary.quantities
-    pct = f"{summary.hdi_prob * 100:.0f} % HDI"
+    pct = f"{summary.hdi_prob * 100:.0f} % interval"
     modalities = case.modalities
     out = []
     for m in modalities:
@@ -126,27 +199,28 @@ def answer_sentences(summary, case, drug: str) -> list[str]:
         ectr = "cl_ectr" if len(modalities) == 1 else f"cl_ectr_{m}"
         r = q[key]
         out.append(
-            f"{m} cleared {drug} at {fmt(r['median'])} ({pct} {interval(r)}) times the renal "
+            f"{m} cleared {drug} at {median(r)} ({pct} {interval(r)}) times the renal "
             f"clearance; the probability that it cleared faster than the kidneys, "
-            f"P(ratio > 1), is {fmt(r['p_above_1'])}."
+            f"P(ratio > 1), is {probability(r)}."
         )
         c = q[ectr]
         out.append(
-            f"{m} clearance was {fmt(c['median'])} L/h ({pct} {interval(c)}), i.e. "
+            f"{m} clearance was {median(c)} L/h ({pct} {interval(c)}), i.e. "
             f"{fmt(c['median'] * FLOWS_ML_MIN)} mL/min, against a renal clearance of "
-            f"{fmt(q['cl_renal']['median'])} L/h ({pct} {interval(q['cl_renal'])})."
+            f"{median(q['cl_renal'])} L/h ({pct} {interval(q['cl_renal'])})."
         )
     if not modalities:
         out.append(
             f"The case has no extracorporeal session; renal clearance was "
-            f"{fmt(q['cl_renal']['median'])} L/h ({pct} {interval(q['cl_renal'])})."
+            f"{median(q['cl_renal'])} L/h ({pct} {interval(q['cl_renal'])})."
         )
     amounts = []
     for i, u in enumerate(case.urine, 1):
-        amounts.append(f"urine #{i} held {fmt(u.recovered)} mg")
+        if u.recovered is not None:
+            amounts.append(f"urine #{i} held {u.recovered:.4g} mg")
     for i, s in enumerate(case.sessions, 1):
         if s.amount is not None:
-            amounts.append(f"{s.modality} session #{i} removed {fmt(s.amount)} mg")
+            amounts.append(f"{s.modality} session #{i} removed {s.amount:.4g} mg")
     if amounts and modalities:
         out.append(
             "By amounts alone, " + ", ".join(amounts) + "; these windows see different plasma "
@@ -156,48 +230,92 @@ def answer_sentences(summary, case, drug: str) -> list[str]:
         h, a, b = q["hours_saved"], q["time_below_ectr"], q["time_below_no_ectr"]
         out.append(
             f"With the sessions given, the level fell below {fmt(summary.threshold)} mg/L at "
-            f"{fmt(a['median'])} h ({pct} {interval(a)}); without any ECTR it would have at "
-            f"{fmt(b['median'])} h ({pct} {interval(b)}): {fmt(h['median'])} h "
+            f"{median(a)} h ({pct} {interval(a)}); without any ECTR it would have at "
+            f"{median(b)} h ({pct} {interval(b)}): {median(h)} h "
             f"({pct} {interval(h)}) of toxicity saved."
         )
-    ex = summary.extrip
-    for m, per in ex.get("modalities", {}).items():
-        parts = []
-        for c in per.values():
-            best = max(GRADES, key=lambda g, c=c: c[g])
-            parts.append(f"{c['label']}: {best} (P = {fmt(c[best])})")
-        out.append(
-            f"EXTRIP, most probable grade per criterion for {m}: " + "; ".join(parts) + ". The "
-            f"criteria apply only when the endogenous half-life exceeds 4 h: P = "
-            f"{fmt(ex['p_thalf_off_above_4h'])}."
-        )
+    out += extrip_sentences(summary.extrip)
     return out
 
 
+def extrip_sentences(extrip: dict) -> list[str]:
+    """What the EXTRIP criteria say, and first whether they apply at all."""
+    if not extrip.get("modalities"):
+        return []
+    p = extrip["p_thalf_off_above_4h"]
+    if not extrip.get("applies", True):
+        return [
+            f"The EXTRIP criteria do not apply to this case: they grade drugs whose endogenous "
+            f"half-life exceeds {MIN_THALF_H:g} h, and P(half-life off ECTR > {MIN_THALF_H:g} h) "
+            f"{_eq(prob(p))} (below {APPLIES_P:g}). The grade probabilities below are shown for "
+            "completeness only."
+        ]
+    out = []
+    for m, per in extrip["modalities"].items():
+        parts = []
+        for c in per.values():
+            best = max(GRADES, key=lambda g, c=c: c[g])
+            parts.append(f"{c['label']}: {best} (P {_eq(prob(c[best]))})")
+        out.append(f"EXTRIP, most probable grade per criterion for {m}: " + "; ".join(parts) + ".")
+    out.append(
+        f"The criteria apply when the endogenous half-life exceeds {MIN_THALF_H:g} h: "
+        f"P {_eq(prob(p))}."
+    )
+    return out
+
+
+def _prior_rows(summary) -> tuple:
+    rows = []
+    for name, q in summary.quantities.items():
+        prior = q.get("prior")
+        if not prior:
+            continue
+        rows.append(
+            (
+                name,
+                q["label"],
+                f"{fmt(prior['median'])} ({interval_text(prior)})",
+                f"{median(q)} ({interval(q)})",
+                q["unit"],
+                f"{q['width_ratio']:.0%}" if q.get("width_ratio") is not None else "–",
+                "prior-dominated" if q.get("prior_dominated") else "informed by the data",
+            )
+        )
+    return tuple(rows)
+
+
 def build_report(fit, summary, figures: list[str]) -> Report:
-    """Assemble the report of ``fit`` from its ``summary`` and the names of its figures."""
+    """Assemble the report of ``fit`` from its ``summary`` and the names of its figures: the
+    verdict first, then the flags, the answer, the prior against the posterior, the amounts per
+    window, the classical estimates, EXTRIP, the assumptions and the diagnostics."""
     case, drug = fit.case, fit.drug
     b: list[Block] = [Block("h1", f"Dialyzability report: {case.id}")]
-    source = case.reference or "no reference given"
-    if case.doi:
-        source += f", doi:{case.doi}"
-    b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
     d = summary.diagnostics
     if not d.converged:
         b.append(
             Block(
                 "warning",
-                "The sampler did not converge (" + d.sentence() + "). Do not "
+                "NOT CONVERGED. The sampler did not converge (" + d.sentence() + "). Do not "
                 "use these numbers; run longer or check the data.",
             )
         )
+    b += [Block("verdict", s) for s in summary.verdict]
+    source = case.reference or "no reference given"
+    if case.doi:
+        source += f", doi:{case.doi}"
+    b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
+    if summary.flags:
+        b.append(Block("h2", "Flags for the reviewer"))
+        b += [
+            Block("flag", f["message"][0].upper() + f["message"][1:] + ".") for f in summary.flags
+        ]
     b.append(Block("h2", "Answer"))
     b += [Block("p", s) for s in answer_sentences(summary, case, case.drug)]
 
     b.append(Block("h2", "Quantities"))
-    pct = f"{summary.hdi_prob * 100:.0f} % HDI"
+    pct = f"{summary.hdi_prob * 100:.0f} % interval"
     rows = []
-    for name, q in {**summary.quantities, **summary.timings}.items():
+    for name, q in summary.rows().items():
         extra = ""
         if q["unit"] == "L/h":
             lo, hi = q["hdi"]
@@ -206,11 +324,72 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 f"{fmt(hi * FLOWS_ML_MIN)}) mL/min"
             )
         if "p_above_1" in q:
-            extra = f"P(> 1) = {fmt(q['p_above_1'])}"
-        rows.append((name, q["label"], fmt(q["median"]), interval(q), q["unit"], extra))
+            extra = f"P(> 1) = {probability(q)}"
+        rows.append((name, q["label"], median(q), interval(q), q["unit"], extra))
     b.append(
         Block("table", rows=tuple(rows), header=("quantity", "meaning", "median", pct, "unit", ""))
     )
+    b.append(
+        Block(
+            "p",
+            "Intervals: for positive quantities (ratios, clearances, volumes, half-lives, "
+            "amounts) the highest-density interval of the logarithm, for percentages and times "
+            "the highest-density interval; each number is given to the precision of its Monte "
+            "Carlo standard error.",
+        )
+    )
+
+    prior_rows = _prior_rows(summary)
+    if prior_rows:
+        b.append(Block("h2", "Prior against posterior: what the data added"))
+        b.append(
+            Block(
+                "table",
+                rows=prior_rows,
+                header=(
+                    "quantity",
+                    "meaning",
+                    f"prior median ({pct})",
+                    f"posterior median ({pct})",
+                    "unit",
+                    "posterior width / prior width",
+                    "",
+                ),
+            )
+        )
+        lines = [
+            narrowing_sentence(name, q.get("width_ratio"))
+            for name, q in summary.quantities.items()
+            if q.get("prior")
+        ]
+        b.append(
+            Block(
+                "p",
+                "Widths on the log scale for positive quantities. "
+                + "; ".join(lines)
+                + ". A quantity whose posterior interval keeps half or more of its prior "
+                "width is prior-dominated: the data say little about it.",
+            )
+        )
+
+    if summary.windows:
+        b.append(Block("h2", "Amounts per window: collected against modelled"))
+        rows = tuple(
+            (
+                w["label"],
+                "not measured" if w["collected_mg"] is None else f"{w['collected_mg']:.4g}",
+                median(w["modelled_mg"]),
+                interval(w["modelled_mg"]),
+            )
+            for w in summary.windows
+        )
+        b.append(
+            Block(
+                "table",
+                rows=rows,
+                header=("window", "collected (mg)", "modelled (mg)", f"modelled {pct} (mg)"),
+            )
+        )
 
     b.append(Block("h2", "Classical estimates (model-free)"))
     rows = []
@@ -224,20 +403,14 @@ def build_report(fit, summary, figures: list[str]) -> Report:
 
     if summary.extrip.get("modalities"):
         b.append(Block("h2", "EXTRIP dialyzability criteria"))
+        b += [Block("p", s) for s in extrip_sentences(summary.extrip)]
         rows = []
         for m, per in summary.extrip["modalities"].items():
             for c in per.values():
-                rows.append((m, c["label"], *(fmt(c[g]) for g in GRADES)))
+                rows.append((m, c["label"], *(prob(c[g]) for g in GRADES)))
         header = ("modality", "criterion", *(f"P({g}: {GRADE_LABELS[g]})" for g in GRADES))
         b.append(Block("table", rows=tuple(rows), header=header))
-        b.append(
-            Block(
-                "p",
-                "P(endogenous half-life > 4 h) = "
-                f"{fmt(summary.extrip['p_thalf_off_above_4h'])}. Grades after Lavergne V "
-                "et al., Clin Toxicol 2012;50:403-413.",
-            )
-        )
+        b.append(Block("p", "Grades after Lavergne V et al., Clin Toxicol 2012;50:403-413."))
 
     b.append(Block("h2", "Assumptions"))
     p = case.patient
@@ -284,11 +457,16 @@ def write_report(fit, summary, directory: str | Path, figures: list[str]) -> lis
 
 def build_pooled_report(summary: dict, figures: list[str]) -> Report:
     """The report of a pooled fit, from its summary (``population`` and ``cases`` sections)."""
-    pct = f"{summary['hdi_prob'] * 100:.0f} % HDI"
+    pct = f"{summary['hdi_prob'] * 100:.0f} % interval"
     b: list[Block] = [Block("h1", f"Pooled dialyzability report: {summary['drug']}")]
     d = summary["diagnostics"]
     if not d["converged"]:
-        b.append(Block("warning", "The sampler did not converge; do not use these numbers."))
+        b.append(
+            Block(
+                "warning", "NOT CONVERGED. The sampler did not converge; do not use these numbers."
+            )
+        )
+    b += [Block("verdict", s) for s in summary.get("verdicts", {}).values()]
     b.append(Block("h2", "Answer"))
     for name, q in summary["population"].items():
         if name.startswith("ratio_") and not name.startswith("ratio_new_"):
@@ -298,15 +476,15 @@ def build_pooled_report(summary: dict, figures: list[str]) -> Report:
                 Block(
                     "p",
                     f"For a typical 70-kg patient with {kidney} kidneys, {modality} "
-                    f"cleared {summary['drug']} at {fmt(q['median'])} ({pct} "
+                    f"cleared {summary['drug']} at {median(q)} ({pct} "
                     f"{interval(q)}) times the renal clearance, P(ratio > 1) = "
-                    f"{fmt(q['p_above_1'])}; for a new such patient the ratio is "
-                    f"{fmt(new['median'])} ({pct} {interval(new)}).",
+                    f"{probability(q)}; for a new such patient the ratio is "
+                    f"{median(new)} ({pct} {interval(new)}).",
                 )
             )
     b.append(Block("h2", "Population"))
     rows = [
-        (n, fmt(q["median"]), interval(q), fmt(q.get("p_above_1")))
+        (n, median(q), interval(q), probability(q) if "p_above_1" in q else "–")
         for n, q in summary["population"].items()
     ]
     b.append(Block("table", rows=tuple(rows), header=("quantity", "median", pct, "P(> 1)")))
@@ -323,8 +501,8 @@ def build_pooled_report(summary: dict, figures: list[str]) -> Report:
                 cid,
                 c["kidney_function"],
                 ", ".join(c["modalities"]) or "–",
-                f"{fmt(q[key]['median'])} ({interval(q[key])})" if key else "–",
-                f"{fmt(single['median'])} ({interval(single)})" if single else "–",
+                f"{median(q[key])} ({interval(q[key])})" if key else "–",
+                f"{median(single)} ({interval(single)})" if single else "–",
             )
         )
     b.append(

@@ -41,6 +41,8 @@ GRADE_LABELS = {
 }
 #: EXTRIP applies its criteria when the endogenous half-life exceeds this (h)
 MIN_THALF_H = 4.0
+#: the criteria are said to apply when P(t½ off > MIN_THALF_H) is at least this
+APPLIES_P = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,12 @@ def grade_probabilities(quantities: dict, modalities: list[str]) -> dict:
     Returns
     -------
     dict
-        ``{"p_thalf_off_above_4h": p, "modalities": {m: {criterion: {"label", "D", "M", "S",
-        "N"}}}}``; empty modalities when the case has no session.
+        ``{"p_thalf_off_above_4h": p, "applies": p >= APPLIES_P, "modalities": {m: {criterion:
+        {"label", "D", "M", "S", "N"}}}}``; empty modalities when the case has no session.
     """
     thalf = np.asarray(quantities["thalf_off"]).ravel()
-    out = {"p_thalf_off_above_4h": float((thalf > MIN_THALF_H).mean()), "modalities": {}}
+    p = float((thalf > MIN_THALF_H).mean())
+    out = {"p_thalf_off_above_4h": p, "applies": p >= APPLIES_P, "modalities": {}}
     for m in modalities:
         per = {}
         for c in CRITERIA:

@@ -32,13 +32,17 @@ from dialyzability.results.quantities import (
     describe,
     expand,
     label,
+    name_of,
+    probability_above,
+    rounded,
     stored_quantities,
 )
 
 
 @dataclass(frozen=True)
 class Summary:
-    """What a fit says, as one table of numbers (JSON contract of DESIGN §7)."""
+    """What a fit says, as one table of numbers (JSON contract of DESIGN §7), its verdict and
+    flags generated from the same rows (:mod:`~dialyzability.results.interpret`)."""
 
     case: str
     drug: str
@@ -49,56 +53,170 @@ class Summary:
     classical: dict[str, dict]
     extrip: dict = field(default_factory=dict)
     threshold: float | None = None
+    verdict: tuple[str, ...] = ()
+    flags: tuple[dict, ...] = ()
+    windows: tuple[dict, ...] = ()
 
     def to_json(self) -> dict:
         return {
+            "verdict": " ".join(self.verdict),
+            "converged": self.diagnostics.converged,
             "case": self.case,
             "drug": self.drug,
             "hdi_prob": self.hdi_prob,
+            "flags": list(self.flags),
             "quantities": self.quantities,
             "timings": self.timings,
+            "windows": list(self.windows),
             "diagnostics": self.diagnostics.to_json(),
             "classical": self.classical,
             "extrip": self.extrip,
             "threshold_mg_per_L": self.threshold,
         }
 
+    def rows(self) -> dict[str, dict]:
+        """The quantities and the latent timings, in table order."""
+        return {**self.quantities, **self.timings}
+
     def to_csv(self) -> str:
-        lines = ["name,label,unit,mean,median,sd,hdi_low,hdi_high"]
-        for name, q in {**self.quantities, **self.timings}.items():
-            text = q["label"].replace('"', "'")
-            lines.append(
-                f'{name},"{text}",{q["unit"]},{q["mean"]:.6g},{q["median"]:.6g},{q["sd"]:.6g},'
-                f"{q['hdi'][0]:.6g},{q['hdi'][1]:.6g}"
-            )
-        return "\n".join(lines) + "\n"
+        """The rows as CSV (csv module: labels quoted as needed)."""
+        import csv
+        import io
+
+        columns = [
+            "name", "label", "unit", "interval", "mean", "median", "sd", "low", "high",
+            "mcse_median", "prior_median", "prior_low", "prior_high", "width_ratio",
+            "p_above_1", "p_above_1_mcse",
+        ]  # fmt: skip
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for name, q in self.rows().items():
+            prior = q.get("prior") or {}
+            plo, phi = prior.get("hdi", [None, None])
+            writer.writerow(
+                [
+                    name, q["label"], q["unit"], q.get("interval", ""), _g(q["mean"]),
+                    _g(q["median"]), _g(q["sd"]), _g(q["hdi"][0]), _g(q["hdi"][1]),
+                    _g(q.get("mcse", {}).get("median")), _g(prior.get("median")), _g(plo),
+                    _g(phi), _g(q.get("width_ratio")), _g(q.get("p_above_1")),
+                    _g(q.get("p_above_1_mcse")),
+                ]
+            )  # fmt: skip
+        return buffer.getvalue()
 
     def table(self) -> str:
+        """The console table: verdict first, flags, the quantities with their priors, the
+        windows, the diagnostics; column widths computed (rich), no label cut."""
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        from dialyzability.results.interpret import narrowing_sentence
+
         pct = f"{self.hdi_prob:.0%}"
-        head = f"{'quantity':<12} {'':<44} {'median':>9}  {pct + ' HDI':<21} unit"
-        lines = [f"Case {self.case} ({self.drug})", head, "-" * len(head)]
-        for name, q in {**self.quantities, **self.timings}.items():
-            lo, hi = q["hdi"]
-            lines.append(
-                f"{name:<12} {q['label'][:44]:<44} {q['median']:>9.4g}  "
-                f"{f'[{lo:.4g}, {hi:.4g}]':<21} {q['unit']}"
+        table = Table(box=box.SIMPLE_HEAD, title=f"Case {self.case} ({self.drug})")
+        for name, justify in (
+            ("quantity", "left"), ("meaning", "left"), ("median", "right"),
+            (f"{pct} interval", "right"), ("unit", "left"), ("prior median", "right"),
+            (f"prior {pct}", "right"), ("data narrowed to", "right"),
+        ):  # fmt: skip
+            table.add_column(name, justify=justify, overflow="fold")
+        for name, q in self.rows().items():
+            mc = q.get("mcse", {})
+            prior = q.get("prior")
+            table.add_row(
+                name,
+                q["label"],
+                rounded(q["median"], mc.get("median")),
+                interval_text(q),
+                q["unit"],
+                rounded(prior["median"]) if prior else "",
+                interval_text(prior) if prior else "",
+                f"{q['width_ratio']:.0%}" if q.get("width_ratio") is not None else "",
             )
             if q["unit"] == "L/h":
                 f = FLOWS_ML_MIN
-                lines.append(
-                    f"{'':<12} {'':<44} {q['median'] * f:>9.4g}  "
-                    f"{f'[{lo * f:.4g}, {hi * f:.4g}]':<21} mL/min"
+                scaled = {**q, "hdi": [x * f for x in q["hdi"]], "mcse": _scaled(mc, f)}
+                table.add_row(
+                    "",
+                    "",
+                    rounded(q["median"] * f, _scaled(mc, f).get("median")),
+                    interval_text(scaled),
+                    "mL/min",
                 )
             if "p_above_1" in q:
-                lines.append(f"{'':<12} {'P(' + name + ' > 1)':<44} {q['p_above_1']:>9.3f}")
-        lines.append("")
-        lines.append("Diagnostics: " + self.diagnostics.sentence())
+                p = rounded(q["p_above_1"], q["p_above_1_mcse"])
+                se = rounded(q["p_above_1_mcse"], None, 1)
+                table.add_row("", f"P({name} > 1)", f"{p} ± {se}", "", "")
+        console = Console(file=_io().StringIO(), width=200, color_system=None, highlight=False)
+        lines = []
         if not self.diagnostics.converged:
             lines.append(
-                "WARNING: the sampler did not converge; do not use these numbers. Run longer "
-                "(--draws, --tune) or check the case's data and ranges."
+                "NOT CONVERGED: the sampler did not converge; do not use these numbers. Run "
+                "longer (--draws, --tune) or check the case's data and ranges."
             )
+        lines += list(self.verdict)
+        if self.flags:
+            lines.append("Flags:")
+            lines += [f"  - {f['message']}" for f in self.flags]
+        with console.capture() as capture:
+            console.print(table)
+            if self.windows:
+                console.print(windows_table(self.windows, self.hdi_prob))
+        lines.append("\n".join(line.rstrip() for line in capture.get().rstrip().splitlines()))
+        dominated = [
+            narrowing_sentence(name, q["width_ratio"])
+            for name, q in self.quantities.items()
+            if q.get("prior_dominated")
+        ]
+        if dominated:
+            lines.append("Prior-dominated: " + "; ".join(d.split(": ", 1)[0] for d in dominated))
+        lines.append("")
+        lines.append("Diagnostics: " + self.diagnostics.sentence())
         return "\n".join(lines)
+
+
+def _io():
+    import io
+
+    return io
+
+
+def _g(x) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+def _scaled(mcse: dict, factor: float) -> dict:
+    if not mcse or mcse.get("median") is None:
+        return {}
+    return {"median": mcse["median"] * factor, "hdi": [x * factor for x in mcse["hdi"]]}
+
+
+def interval_text(q: dict) -> str:
+    """``low–high`` of a row, each end to the precision of its MCSE."""
+    lo, hi = q["hdi"]
+    mc = (q.get("mcse") or {}).get("hdi") or [None, None]
+    return f"{rounded(lo, mc[0])}–{rounded(hi, mc[1])}"
+
+
+def windows_table(windows, hdi_prob: float):
+    """Rich table of the amounts per urine collection and session: collected against modelled."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title="Amounts per window: collected against modelled")
+    table.add_column("window")
+    table.add_column("collected (mg)", justify="right")
+    table.add_column("modelled median (mg)", justify="right")
+    table.add_column(f"modelled {hdi_prob:.0%} (mg)", justify="right")
+    for w in windows:
+        m = w["modelled_mg"]
+        collected = "not measured" if w["collected_mg"] is None else f"{w['collected_mg']:.4g}"
+        table.add_row(
+            w["label"], collected, rounded(m["median"], m["mcse"]["median"]), interval_text(m)
+        )
+    return table
 
 
 def _digest(attrs: dict) -> str:
@@ -172,16 +290,55 @@ class CaseView:
         """Posterior draws of every registered quantity (name → DataArray)."""
         return compute_all(self.posterior, self.modalities)
 
+    @cached_property
+    def observed(self):
+        """The case's observed data (levels, urine and effluent amounts), labelled as in a
+        single-case fit."""
+        return _case_slice(
+            getattr(self.fit.idata, "observed_data", None), self.fit.batch, self.index
+        )
+
+    def censored(self, dim: str) -> np.ndarray:
+        """Per observation of ``dim`` (``level``, ``urine``, ``effluent``): below the LLOQ."""
+        n = len(self.predictive[dim]) if dim in self.predictive.dims else 0
+        if dim != "level" or "level_below_lloq" not in self.fit.idata.constant_data:
+            return np.zeros(n, dtype=bool)
+        flags = self.fit.idata.constant_data["level_below_lloq"].values
+        return flags[self.fit.batch.case_of("level") == self.index]
+
+    def prior_quantities(self) -> dict[str, object]:
+        """Prior draws of every registered quantity the prior group holds the inputs of."""
+        return compute_all(self.prior, self.modalities) if self.prior is not None else {}
+
     def quantity_rows(self, hdi_prob: float = HDI_PROB, draws: dict | None = None) -> dict:
-        """Every registered quantity as a summary row: label, unit, mean, median, SD, HDI, and
-        for the ratio P(ratio > 1) (``draws``: :meth:`quantities`, when already computed)."""
+        """Every registered quantity as a summary row: label, unit, mean, median, SD, the
+        interval of the policy (:mod:`~dialyzability.results.quantities`) with the Monte Carlo
+        errors, the prior's median and interval beside it with the ratio of their widths, and
+        for the ratio P(ratio > 1) with its MCSE (``draws``: :meth:`quantities`, when already
+        computed)."""
+        from dialyzability.results.interpret import PRIOR_DOMINATED, width_ratio
+
         draws = self.quantities() if draws is None else draws
+        prior = self.prior_quantities()
         rows = expand(self.modalities, set(self.posterior.data_vars))
         out = {}
         for (name, q, m), values in zip(rows, draws.values(), strict=True):
-            row = {"label": label(q, m), "unit": q.unit, **describe(values, hdi_prob)}
+            row = {
+                "label": label(q, m),
+                "unit": q.unit,
+                "scale": q.scale,
+                **describe(values, hdi_prob, q.scale),
+            }
+            if name in prior:
+                before = describe(prior[name], hdi_prob, q.scale)
+                row["prior"] = {k: before[k] for k in ("median", "hdi", "interval")}
+                row["width_ratio"] = width_ratio(row, before, q.scale)
+                row["prior_dominated"] = (
+                    row["width_ratio"] is not None and row["width_ratio"] >= PRIOR_DOMINATED
+                )
             if q.name == "ratio":
-                row["p_above_1"] = float((np.asarray(values) > 1).mean())
+                above = probability_above(values, 1.0)
+                row["p_above_1"], row["p_above_1_mcse"] = above["p"], above["mcse"]
             out[name] = row
         return out
 
@@ -206,6 +363,7 @@ class CaseView:
             asked otherwise).
         """
         from dialyzability.results.extrip import grade_probabilities
+        from dialyzability.results.interpret import prediction_flags, timing_flags, windows
         from dialyzability.results.nca import classical_estimates
 
         draws = self.quantities()
@@ -220,17 +378,38 @@ class CaseView:
                 "unit": "h",
                 **describe(values, hdi_prob),
             }
+        diagnostics = self.diagnostics()
         return Summary(
             case=self.case.id,
             drug=self.drug.name,
             hdi_prob=hdi_prob,
             quantities=quantities,
             timings=timings,
-            diagnostics=self.diagnostics(),
+            diagnostics=diagnostics,
             classical={e.name: e.to_json() for e in classical_estimates(self.case)},
             extrip=grade_probabilities(draws, self.modalities),
             threshold=self.threshold,
+            verdict=tuple(self.verdicts(quantities, diagnostics.converged)),
+            flags=tuple(timing_flags(self, timings) + prediction_flags(self)),
+            windows=tuple(windows(self, hdi_prob)),
         )
+
+    def verdicts(self, quantities: dict, converged: bool) -> list[str]:
+        """One verdict sentence per modality (see :func:`interpret.verdict`)."""
+        from dialyzability.results.interpret import verdict
+
+        if not self.modalities:
+            text = "The case has no extracorporeal session: there is no ratio to estimate."
+            return [text if converged else "NOT CONVERGED (do not use these numbers): " + text]
+        return [
+            verdict(
+                quantities[name_of("ratio", m, self.modalities)],
+                m,
+                self.drug.name,
+                converged=converged,
+            )
+            for m in self.modalities
+        ]
 
 
 def _case_slice(ds, batch, i: int):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from dialyzability.design import POPULATION_SPREAD, mu_name, tau_name
-from dialyzability.results.quantities import HDI_PROB, describe, name_of
+from dialyzability.results.quantities import HDI_PROB, describe, name_of, probability_above
 
 
 def population_draws(fit, seed: int = 0) -> dict[str, np.ndarray]:
@@ -42,12 +42,26 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
     """JSON-ready summary of a pooled fit: ``population`` and ``cases`` sections (the
     single-case quantity names, shrunk), diagnostics."""
     hdi_prob = hdi_prob or HDI_PROB
+    from dialyzability.results.interpret import verdict
+
     population = {}
     for name, draws in population_draws(fit).items():
-        row = {"unit": "1", **describe(draws, hdi_prob)}
+        row = {"unit": "1", **describe(draws, hdi_prob, "log")}
         if name.startswith("ratio"):
-            row["p_above_1"] = float((draws > 1).mean())
+            above = probability_above(draws, 1.0)
+            row["p_above_1"], row["p_above_1_mcse"] = above["p"], above["mcse"]
         population[name] = row
+    diagnostics = fit.diagnostics()
+    verdicts = {}
+    for m in fit.batch.modalities:
+        for k in fit.batch.kidney_classes:
+            verdicts[f"{m}_{k}"] = verdict(
+                population[f"ratio_{m}_{k}"],
+                m,
+                fit.drug.name,
+                converged=diagnostics.converged,
+                who=f"Typical 70-kg patient with {k} kidneys: ",
+            )
     cases = {}
     for i, c in enumerate(fit.cases):
         quantities = fit.view(i).quantity_rows(hdi_prob)
@@ -57,12 +71,15 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
             "modalities": c.modalities,
         }
     return {
+        "verdict": " ".join(verdicts.values()),
+        "verdicts": verdicts,
+        "converged": diagnostics.converged,
         "drug": fit.drug.name,
         "hdi_prob": hdi_prob,
         "n_cases": len(fit.cases),
         "population": population,
         "cases": cases,
-        "diagnostics": fit.diagnostics().to_json(),
+        "diagnostics": diagnostics.to_json(),
     }
 
 

@@ -5,7 +5,18 @@ name, unit and definition live in one place. Quantities marked ``per_modality`` 
 each extracorporeal modality of the case and named ``cl_ectr``/``ratio``/... when there is one
 modality, ``cl_ectr_HD``/``ratio_HD``/... when there are several.
 
-The credible-interval policy is the single constant :data:`HDI_PROB`, passed explicitly to ArviZ.
+Interval and digits policy (one place, every output):
+
+* the credible interval has probability :data:`HDI_PROB`, passed explicitly to ArviZ;
+* for positive, skewed quantities (``scale = "log"``: ratios of clearances, clearances, volumes,
+  half-lives, amounts) it is the highest-density interval of the logarithm, transformed back, so
+  that it is the HDI a log axis shows and it does not depend on the unit; for bounded or signed
+  quantities (percentages, fractions, clock times, hours saved) the HDI of the values;
+* each number is shown to the precision of its Monte Carlo standard error (:func:`rounded`):
+  the last digit shown is the first significant digit of its MCSE (Vehtari A et al. Bayesian
+  Analysis 2021;16:667-718, §4 on reporting to the accuracy of the MCSE), with 2 to 4
+  significant digits;
+* P(ratio > 1) is given with its MCSE (the MCSE of the mean of the indicator).
 """
 
 from __future__ import annotations
@@ -42,6 +53,9 @@ class Quantity:
     needs
         A variable that must be in the posterior for the quantity to exist (e.g. the draws of
         :func:`dialyzability.results.predictive.toxicity_draws`); empty when always available.
+    scale
+        ``"log"`` for positive, skewed quantities (interval: HDI of the log), ``"linear"`` for
+        bounded or signed ones (interval: HDI of the values); see the module's policy.
     """
 
     name: str
@@ -51,6 +65,7 @@ class Quantity:
     formula: str
     per_modality: bool = False
     needs: str = ""
+    scale: str = "log"
 
 
 def _ectr(post, m):
@@ -100,6 +115,7 @@ REGISTRY: tuple[Quantity, ...] = (
         lambda p, m: _ectr(p, m) / (_endogenous(p) + _ectr(p, m)),
         "CL_ECTR / (CL_R + CL_NR + CL_ECTR)",
         per_modality=True,
+        scale="linear",
     ),
     Quantity("volume", "Volume of distribution", "L", lambda p, m: p["volume"], "V"),
     Quantity(
@@ -124,6 +140,7 @@ REGISTRY: tuple[Quantity, ...] = (
         lambda p, m: 100 * _endogenous(p) / (_endogenous(p) + _ectr(p, m)),
         "100 · t½ on / t½ off = 100 · (CL_R + CL_NR) / (CL_R + CL_NR + CL_ECTR)",
         per_modality=True,
+        scale="linear",
     ),
     Quantity(
         "removed_6h",
@@ -139,6 +156,7 @@ REGISTRY: tuple[Quantity, ...] = (
         "the share of the amount in the body at the start that the machine removes in 6 h "
         "(EXTRIP, Lavergne V et al., Clin Toxicol 2012;50:403-413)",
         per_modality=True,
+        scale="linear",
     ),
     Quantity(
         "removed_renal",
@@ -163,6 +181,7 @@ REGISTRY: tuple[Quantity, ...] = (
         lambda p, m: p["time_below_ectr"],
         "last time the level exceeds the threshold, on the case clock",
         needs="time_below_ectr",
+        scale="linear",
     ),
     Quantity(
         "time_below_no_ectr",
@@ -171,6 +190,7 @@ REGISTRY: tuple[Quantity, ...] = (
         lambda p, m: p["time_below_no_ectr"],
         "the same with CL_ECTR = 0 in every session",
         needs="time_below_no_ectr",
+        scale="linear",
     ),
     Quantity(
         "hours_saved",
@@ -179,6 +199,7 @@ REGISTRY: tuple[Quantity, ...] = (
         lambda p, m: p["hours_saved"],
         "time_below_no_ectr − time_below_ectr",
         needs="hours_saved",
+        scale="linear",
     ),
 )
 
@@ -233,16 +254,99 @@ def label(q: Quantity, modality: str | None) -> str:
     return q.label.format(m=modality or "ECTR")
 
 
-def describe(values, hdi_prob: float = HDI_PROB) -> dict[str, object]:
-    """Mean, median, SD and the highest-density interval of probability ``hdi_prob``."""
+def describe(values, hdi_prob: float = HDI_PROB, scale: str = "linear") -> dict[str, object]:
+    """Mean, median, SD, the credible interval of the policy and the Monte Carlo standard errors
+    of the median and of the interval's ends.
+
+    Parameters
+    ----------
+    values
+        Draws, (chain, draw) or flat (one chain).
+    hdi_prob
+        Probability of the interval.
+    scale
+        ``"log"``: the HDI of log(values), transformed back (positive quantities); ``"linear"``:
+        the HDI of the values.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``median``, ``sd``, ``hdi`` [low, high], ``interval`` (how the interval was
+        made), ``mcse`` {``median``, ``hdi`` [low, high]}. The interval ends' MCSEs are those of
+        the equal-tailed quantiles of the same probability (ArviZ's quantile MCSE), a close
+        approximation for an HDI end.
+    """
     import arviz as az
 
     x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    lo, hi = az.hdi(x.ravel(), hdi_prob=hdi_prob).tolist()
+    x = x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
+    finite = x[np.isfinite(x)]
+    log = scale == "log" and finite.size and (finite > 0).all()
+    flat = np.log(finite) if log else finite
+    lo, hi = az.hdi(flat, hdi_prob=hdi_prob).tolist()
+    if log:
+        lo, hi = math.exp(lo), math.exp(hi)
+    mcse = {"median": None, "hdi": [None, None]}
+    if np.isfinite(x).all() and x.std() > 0:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tail = (1 - hdi_prob) / 2
+            mcse = {
+                "median": _mcse(x, method="median"),
+                "hdi": [
+                    _mcse(x, method="quantile", prob=tail),
+                    _mcse(x, method="quantile", prob=1 - tail),
+                ],
+            }
     return {
-        "mean": float(x.mean()),
-        "median": float(np.median(x)),
-        "sd": float(x.std(ddof=1)),
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "sd": float(finite.std(ddof=1)),
         "hdi": [float(lo), float(hi)],
+        "interval": f"HDI of log, {hdi_prob:.0%}" if log else f"HDI, {hdi_prob:.0%}",
+        "mcse": mcse,
     }
+
+
+def _mcse(x: np.ndarray, **kwargs) -> float:
+    """ArviZ's MCSE of draws laid out (chain, draw)."""
+    import arviz as az
+
+    return float(np.asarray(az.mcse(x, **kwargs)).squeeze())
+
+
+def probability_above(values, threshold: float = 1.0) -> dict[str, float]:
+    """P(values > threshold) and its Monte Carlo standard error (MCSE of the mean of the
+    indicator, which accounts for the draws' autocorrelation)."""
+
+    x = np.asarray(values, dtype=float)
+    x = x.reshape(1, -1) if x.ndim < 2 else x.reshape(x.shape[0], -1)
+    indicator = (x > threshold).astype(float)
+    p = float(indicator.mean())
+    se = _mcse(indicator, method="mean") if 0 < p < 1 else 0.0
+    return {"p": p, "mcse": se if np.isfinite(se) else 0.0}
+
+
+def rounded(x: float | None, mcse: float | None = None, digits: int = 3) -> str:
+    """``x`` as text to the precision its Monte Carlo standard error supports.
+
+    The last digit shown is at the decade of the MCSE's first significant digit, with 2 to 4
+    significant digits in all; without an MCSE, ``digits`` significant digits. E.g. 0.8234 with
+    MCSE 0.012 → "0.82"; 4.937 with MCSE 0.3 → "4.9"; 21.3 with MCSE 2 → "21".
+    """
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    lead = math.floor(math.log10(abs(x)))
+    if mcse is not None and mcse > 0 and math.isfinite(mcse):
+        sig = lead - math.floor(math.log10(mcse)) + 1
+        digits = min(4, max(2, sig))
+    if lead < -3 or lead > 5:  # very small or large: scientific notation
+        return f"{x:.{digits - 1}e}"
+    decimals = digits - 1 - lead
+    if decimals > 0:
+        return f"{x:.{decimals}f}"
+    return f"{round(x, decimals):.0f}"

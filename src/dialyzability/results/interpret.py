@@ -1,0 +1,260 @@
+"""What a fit means: the verdict, how much the data narrowed the prior, and the flags a reviewer
+needs. Every sentence is generated from the same rows as the tables (``summary.json``).
+
+Thresholds (documented here, used everywhere):
+
+* **Verdict** on the ratio CL_ECTR / CL_R: "faster" when P(ratio > 1) >= :data:`VERDICT_P`,
+  "more slowly" when P(ratio > 1) <= 1 − :data:`VERDICT_P`, otherwise "inconclusive", with the
+  interval of the ratio and which way the evidence leans ("about equally likely" when
+  P(ratio > 1) is within :data:`EVEN_BAND` of 0.5).
+* **Prior-dominated**: the posterior interval's width is at least :data:`PRIOR_DOMINATED` of the
+  prior interval's width (on the log scale for positive quantities): the data narrowed the
+  answer less than two-fold, so it is mostly the prior.
+* **Timing at a bound**: a timing given as a range whose posterior puts at least
+  :data:`TIMING_PILE` of its mass in the outer :data:`TIMING_EDGE` of the range at one end (a
+  uniform prior puts 0.25 there): the data fit only if the event happened near that end.
+* **Poorly predicted observation**: posterior-predictive tail probability
+  P(y_rep >= y_obs) below :data:`PPC_TAIL` or above 1 − :data:`PPC_TAIL` (Gelman A et al.
+  Bayesian Data Analysis, 3rd ed., 2013, §6.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dialyzability.results.quantities import rounded
+
+#: P(ratio > 1) at or above which the verdict is "faster" (at or below 1 − it: "more slowly")
+VERDICT_P = 0.90
+#: |P(ratio > 1) − 0.5| within which faster and slower are "about equally likely"
+EVEN_BAND = 0.15
+#: posterior/prior interval width at or above which an answer is labelled prior-dominated
+PRIOR_DOMINATED = 0.5
+#: share of a timing's range, at each end, watched for posterior mass piling against a bound
+TIMING_EDGE = 0.25
+#: posterior share in that edge that raises the flag (a uniform prior gives TIMING_EDGE)
+TIMING_PILE = 0.60
+#: posterior-predictive tail probability below which (or above 1 − it) an observation is flagged
+PPC_TAIL = 0.02
+
+
+def width_ratio(post: dict, prior: dict | None, scale: str) -> float | None:
+    """Width of the posterior interval over the prior's, on the log scale for ``scale="log"``
+    (so a ratio of 0.5 means the data halved the interval's fold-range exponent)."""
+    if not prior:
+        return None
+    (a, b), (c, d) = post["hdi"], prior["hdi"]
+    if scale == "log":
+        if min(a, b, c, d) <= 0:
+            return None
+        num, den = math.log(b / a), math.log(d / c)
+    else:
+        num, den = b - a, d - c
+    return num / den if den > 0 else None
+
+
+def narrowing_sentence(label: str, ratio: float | None) -> str:
+    """How much the data narrowed a quantity, for the report and the table."""
+    if ratio is None:
+        return f"{label}: no prior interval to compare"
+    if ratio >= PRIOR_DOMINATED:
+        return (
+            f"{label}: prior-dominated (the data narrowed its interval only to "
+            f"{ratio:.0%} of the prior's width)"
+        )
+    return f"{label}: the data narrowed its interval to {ratio:.0%} of the prior's width"
+
+
+def verdict(row: dict, modality: str, drug: str, *, converged: bool = True, who: str = "") -> str:
+    """One sentence on whether ``modality`` cleared ``drug`` faster than the kidneys.
+
+    Parameters
+    ----------
+    row
+        The ratio's summary row (``median``, ``hdi``, ``p_above_1``, ``p_above_1_mcse``,
+        ``mcse``, optional ``width_ratio``).
+    who
+        Whom the sentence is about, as a prefix, e.g. "Typical patient, normal kidneys: " in a
+        pooled fit.
+    """
+    p = row["p_above_1"]
+    se = row.get("p_above_1_mcse")
+    lo, hi = row["hdi"]
+    mc = row.get("mcse", {}).get("hdi", [None, None])
+    between = f"between {rounded(lo, mc[0])} and {rounded(hi, mc[1])} times"
+    ptext = _p(p, se)
+    if p >= VERDICT_P:
+        text = f"{modality} cleared {drug} faster than the kidneys (P = {ptext}): {between}"
+        text += " the renal clearance."
+    elif p <= 1 - VERDICT_P:
+        text = (
+            f"{modality} cleared {drug} more slowly than the kidneys (P = {_p(1 - p, se)}): "
+            f"{between} the renal clearance."
+        )
+    else:
+        if abs(p - 0.5) <= EVEN_BAND:
+            lean = "faster and slower are about equally likely"
+        elif p > 0.5:
+            lean = "faster is more likely than slower, but not settled"
+        else:
+            lean = "slower is more likely than faster, but not settled"
+        text = (
+            f"Inconclusive: {modality} cleared {drug} at {between} the renal clearance; "
+            f"{lean} (P(faster) = {ptext})."
+        )
+    text = who + text
+    ratio = row.get("width_ratio")
+    if ratio is not None and ratio >= PRIOR_DOMINATED:
+        text += (
+            f" The data narrowed the prior's interval of the ratio only to {ratio:.0%} of its "
+            "width: this answer is mostly the prior."
+        )
+    if not converged:
+        text = "NOT CONVERGED (do not use these numbers): " + text
+    return text
+
+
+def _p(p: float, se: float | None) -> str:
+    if se:
+        return f"{rounded(p, se)} ± {rounded(se, None, 1)}"
+    return f"{p:.2f}"
+
+
+def timing_flags(view, timings: dict) -> list[dict]:
+    """Latent timings whose posterior piles against a bound of their range (see module)."""
+    events = view.fit.batch.events[view.index]
+    ranges = events.latent()
+    flags = []
+    for name, values in view.latent_times().items():
+        lo, hi = ranges[name]
+        width = hi - lo
+        if width <= 0:
+            continue
+        t = np.asarray(values).ravel()
+        low_share = float((t <= lo + TIMING_EDGE * width).mean())
+        high_share = float((t >= hi - TIMING_EDGE * width).mean())
+        if max(low_share, high_share) < TIMING_PILE:
+            continue
+        upper = high_share >= low_share
+        bound = hi if upper else lo
+        share = high_share if upper else low_share
+        flags.append(
+            {
+                "kind": "timing_at_bound",
+                "name": name,
+                "bound": bound,
+                "share": share,
+                "message": _timing_sentence(view.case, name, bound, upper, lo, hi, share),
+            }
+        )
+    return flags
+
+
+def _timing_sentence(case, name: str, bound, upper, lo, hi, share) -> str:
+    """Why a timing piles against a bound, in the words of the case."""
+    what = name.removeprefix("t_")
+    end = "upper" if upper else "lower"
+    tail = (
+        f"(the {end} end of its range {lo:g}-{hi:g} h: {share:.0%} of the posterior lies in "
+        f"the {end} {TIMING_EDGE:.0%} of the range; check the report's timing)"
+    )
+    verb = {"start": "began", "end": "ended", "duration": "lasted"}
+    kind, _, part = what.partition("_")
+    number = int("".join(ch for ch in kind if ch.isdigit()) or 0)
+    at = f"near {bound:g} h" if part != "duration" else f"about {bound:g} h"
+    if kind.startswith("urine") and 0 < number <= len(case.urine):
+        u = case.urine[number - 1]
+        if u.recovered is not None:
+            return (
+                f"the {u.recovered:.4g} mg in urine collection {number} fits only if the "
+                f"collection {verb.get(part, 'happened')} {at} {tail}"
+            )
+        return f"urine collection {number} fits only if it {verb.get(part, 'happened')} {at} {tail}"
+    if kind.startswith("session") and 0 < number <= len(case.sessions):
+        s = case.sessions[number - 1]
+        if s.amount is not None:
+            return (
+                f"the {s.amount:.4g} mg in the effluent of {s.modality} session {number} "
+                f"fits only if the session {verb.get(part, 'happened')} {at} {tail}"
+            )
+        return (
+            f"the levels fit only if {s.modality} session {number} "
+            f"{verb.get(part, 'happened')} {at} {tail}"
+        )
+    if kind.startswith("level"):
+        return f"level {number} fits only if it was drawn {at} {tail}"
+    if kind.startswith("dose"):
+        return f"the data fit only if dose {number} was taken {at} {tail}"
+    return f"the data fit only if {what.replace('_', ' ')} was {at} {tail}"
+
+
+_KIND_LABEL = {"level": "level", "urine": "urine amount", "effluent": "effluent amount"}
+
+
+def prediction_flags(view) -> list[dict]:
+    """Observations the model predicts poorly: posterior-predictive tail probability
+    P(y_rep >= y_obs) < PPC_TAIL or > 1 − PPC_TAIL."""
+    pp = view.predictive
+    observed = view.observed
+    if pp is None or observed is None:
+        return []
+    flags = []
+    for var in pp.data_vars:
+        if var not in observed:
+            continue
+        (dim,) = [d for d in pp[var].dims if d not in ("chain", "draw")]
+        censored = view.censored(dim)
+        for j, label in enumerate(pp[dim].values):
+            if censored[j]:
+                continue
+            y = float(observed[var].values[j])
+            rep = np.asarray(pp[var].values[..., j]).ravel()
+            p = float((rep >= y).mean())
+            if PPC_TAIL <= p <= 1 - PPC_TAIL:
+                continue
+            side = "higher" if p < PPC_TAIL else "lower"
+            flags.append(
+                {
+                    "kind": "poorly_predicted",
+                    "name": str(label),
+                    "observed": y,
+                    "p_rep_above": p,
+                    "message": (
+                        f"{_KIND_LABEL.get(dim, dim)} {label} ({y:.4g}) is {side} than the "
+                        f"model predicts (P(predicted >= observed) = {p:.3f})"
+                    ),
+                }
+            )
+    return flags
+
+
+def windows(view, hdi_prob: float) -> list[dict]:
+    """Per urine collection and session: the amount the model says left the body through it,
+    beside the amount collected (when measured)."""
+    from dialyzability.results.quantities import describe
+
+    draws = view.draws
+    out = []
+    case = view.case
+    for dim, pred, items, what in (
+        ("urine", "pred_urine", case.urine, "urine collection"),
+        ("session", "pred_session", case.sessions, "session"),
+    ):
+        if pred not in draws:
+            continue
+        for j, label in enumerate(draws[dim].values):
+            item = items[j]
+            collected = item.recovered if dim == "urine" else item.amount
+            row = describe(draws[pred].isel({dim: j}), hdi_prob, "log")
+            name = f"{what} {j + 1}" + (f" ({item.modality})" if dim == "session" else "")
+            out.append(
+                {
+                    "name": str(label),
+                    "label": name,
+                    "collected_mg": collected,
+                    "modelled_mg": {k: row[k] for k in ("median", "hdi", "mcse")},
+                }
+            )
+    return out
