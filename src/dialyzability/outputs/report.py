@@ -182,6 +182,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     if case.doi:
         source += f", doi:{case.doi}"
     b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
+    b += drug_model_note(drug.provenance() if drug.user or drug.defaults else None)
     d = summary.diagnostics
     if not d.converged:
         b.append(
@@ -282,10 +283,75 @@ def write_report(fit, summary, directory: str | Path, figures: list[str]) -> lis
     ]
 
 
+def drug_model_note(provenance: str | None) -> list[Block]:
+    """A paragraph naming the user's drug-model file (and the shipped one it overrides)."""
+    if not provenance or provenance.startswith("drug model: the shipped"):
+        return []
+    return [Block("p", provenance[0].upper() + provenance[1:] + ".")]
+
+
+def pooled_extrip_blocks(summary: dict) -> list[Block]:
+    """The pooled report's EXTRIP section: for each modality and kidney class the population
+    ratio and the EXTRIP criteria of a typical patient, beside the drug's published grade."""
+    ex = summary.get("extrip")
+    if not ex:
+        return []
+    drug, pct = summary["drug"], f"{summary['hdi_prob'] * 100:.0f} % HDI"
+    b = [Block("h2", "EXTRIP: this pool beside the published grade")]
+    pub = ex["published"]
+    letter = None
+    if pub and pub.get("dialyzability"):
+        letter = next(g for g, text in GRADE_LABELS.items() if text == pub["dialyzability"])
+        evidence = f", level of evidence {pub['evidence']}" if pub.get("evidence") else ""
+        rec = f"; recommendation: {pub['recommendation']}" if pub.get("recommendation") else ""
+        b.append(
+            Block(
+                "p",
+                f"Published EXTRIP grading of {drug}: {pub['dialyzability']} ({letter}"
+                f"{evidence}){rec}. Source: {pub['source']}.",
+            )
+        )
+    else:
+        why = f" ({ex['not_found']})" if ex.get("not_found") else ""
+        b.append(Block("p", f"The drug model gives no published EXTRIP grade for {drug}{why}."))
+    rows = []
+    for kidney, per_class in ex["typical"].items():
+        for m, per in per_class["modalities"].items():
+            q = summary["population"].get(f"ratio_{m}_{kidney}")
+            parts = []
+            for c in per.values():
+                best = max(GRADES, key=lambda g, c=c: c[g])
+                parts.append(f"{best} (P = {fmt(c[best])})")
+                rows.append((m, kidney, c["label"], *(fmt(c[g]) for g in GRADES)))
+            text = f"{m}, typical 70-kg patient with {kidney} kidneys: "
+            if q:
+                text += (
+                    f"population ratio {fmt(q['median'])} ({pct} {interval(q)}), "
+                    f"P(ratio > 1) = {fmt(q['p_above_1'])}; "
+                )
+            text += "most probable grade per criterion (in the table's order): " + ", ".join(parts)
+            if letter:
+                text += f"; P(published grade {letter}) per criterion: " + ", ".join(
+                    fmt(c[letter]) for c in per.values()
+                )
+            b.append(
+                Block(
+                    "p",
+                    text + f". P(endogenous half-life > 4 h) = "
+                    f"{fmt(per_class['p_thalf_off_above_4h'])}.",
+                )
+            )
+    if rows:
+        header = ("modality", "kidneys", "criterion", *(f"P({g})" for g in GRADES))
+        b.append(Block("table", rows=tuple(rows), header=header))
+    return b
+
+
 def build_pooled_report(summary: dict, figures: list[str]) -> Report:
     """The report of a pooled fit, from its summary (``population`` and ``cases`` sections)."""
     pct = f"{summary['hdi_prob'] * 100:.0f} % HDI"
     b: list[Block] = [Block("h1", f"Pooled dialyzability report: {summary['drug']}")]
+    b += drug_model_note(summary.get("drug_model"))
     d = summary["diagnostics"]
     if not d["converged"]:
         b.append(Block("warning", "The sampler did not converge; do not use these numbers."))
@@ -304,6 +370,7 @@ def build_pooled_report(summary: dict, figures: list[str]) -> Report:
                     f"{fmt(new['median'])} ({pct} {interval(new)}).",
                 )
             )
+    b += pooled_extrip_blocks(summary)
     b.append(Block("h2", "Population"))
     rows = [
         (n, fmt(q["median"]), interval(q), fmt(q.get("p_above_1")))
