@@ -188,6 +188,7 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     import shutil
 
     from dialyzability.api import recorded_models_dir
+    from dialyzability.results.fit import Fit
 
     folder = _models_folder(tmp_path / "models")
     mine = write_case({**lee_raw, "drug": "mydrug", "id": "mine-1"}, "mine-1.toml")
@@ -208,6 +209,8 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     assert said in capsys.readouterr().out
     assert "D" + said[1:] + "." in (out / "report.md").read_text()
     assert recorded_models_dir(out) == str(folder.resolve())
+    config = json.loads(Fit.load(out).idata.attrs["config"])
+    assert config["drug_file"] == str(folder.resolve() / "baclofen.toml")
 
     # pool: the new drug's published EXTRIP grade beside the pooled EXTRIP criteria
     pooled = tmp_path / "pool"
@@ -216,6 +219,9 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     summary = json.loads((pooled / "summary.json").read_text())
     assert summary["drug"] == "mydrug" and summary["extrip"]["published"] == EXTRIP
     assert summary["drug_model"].endswith("mydrug.toml (a user file)")
+    assert (
+        f"drug model: {folder.resolve() / 'mydrug.toml'} (a user file)" in capsys.readouterr().out
+    )
     report = (pooled / "report.md").read_text()
     assert "Published EXTRIP grading of mydrug: moderately dialyzable (M" in report
     # report: the fit recorded its folder, and --models-dir supplies a moved one

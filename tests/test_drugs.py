@@ -178,3 +178,9 @@ def test_catalogue_table_has_whole_words_and_aligned_columns(tmp_path):
     assert "user (overrides shipped)" in text
     lo, hi = baclofen["prior_half_life_95_h"]
     assert f"{lo:.2g}–{hi:.3g} h" in text
+
+
+def test_file_names_are_matched_in_any_case(tmp_path):
+    _user_file(tmp_path, "Capital", description="capital")
+    assert "capital" in available_drugs(tmp_path)
+    assert load_drug("capital", tmp_path).description == "capital"

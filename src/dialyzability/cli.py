@@ -290,6 +290,7 @@ def _pool(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"Pooling {len(cases)} {drugs[0]} cases ...", file=sys.stderr)
+    _say_drug_model(drugs[0])
     try:
         pooled = fit_pooled(cases, progressbar=not args.quiet, **sampling)
     except (PoolError, ValueError) as exc:

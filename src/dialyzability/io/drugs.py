@@ -397,13 +397,21 @@ def drug_file(name: str, folder: str | Path | None = None) -> tuple[Path | None,
     ``"default"`` resolves the same way. Returns ``(None, None)`` when no folder has it.
     """
     key = name.strip().lower()
-    shipped = models_dir() / f"{key}.toml"
+    shipped = _in(models_dir(), key)
     user = user_folder(folder)
     if user is not None and user != models_dir().resolve():
-        path = user / f"{key}.toml"
-        if path.is_file():
-            return path, shipped if shipped.is_file() else None
-    return (shipped, None) if shipped.is_file() else (None, None)
+        path = _in(user, key)
+        if path is not None:
+            return path, shipped
+    return shipped, None
+
+
+def _in(folder: Path, key: str) -> Path | None:
+    """The file ``<key>.toml`` of ``folder``, its stem in any case (``Baclofen.toml``)."""
+    path = folder / f"{key}.toml"
+    if path.is_file():
+        return path
+    return next((p for p in sorted(folder.glob("*.toml")) if p.stem.lower() == key), None)
 
 
 def _stamp(path: Path) -> int:
