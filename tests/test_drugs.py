@@ -143,14 +143,17 @@ def test_short_citations():
         "doi:10.1007/BF00558228; Lee VR et al., Clin Toxicol 2020, doi 10.1080/1; "
         "Olson KR (ed.) Poisoning & Drug Overdose, Baclofen chapter (https://x.org/y 2019)"
     )
-    assert short_citations(source) == [
-        "Wuis 1989",
-        "Lee 2020",
-        "Olson KR (ed.) Poisoning & Drug …",
+    assert short_citations(source) == ["Wuis 1989", "Lee 2020"]  # the book has no year
+    group = "Gosselin S, Hoffman RS; EXTRIP workgroup. Title. Clin Toxicol 2014;52(8):856-67"
+    assert short_citations(group + "; Calello DP et al.; EXTRIP workgroup. T. 2015;53") == [
+        "Gosselin 2014",
+        "Calello 2015",
     ]
-    long = "US FDA label, Baclofen Tablets USP, DESCRIPTION: C10H12ClNO2, M.W. 213.66"
+    long = "US FDA label, Baclofen Tablets USP, DESCRIPTION: C10H12ClNO2 (https://x.gov/a/b)"
     assert short_citations(long, width=30) == ["US FDA label, Baclofen …"]
-    assert short_citations("Uniform on 0-1") == ["Uniform on 0-1"]
+    assert short_citations("Uniform on 0-1 (https://www.example.org/x)") == [
+        "Uniform on 0-1 (example.org)"
+    ]
 
 
 def test_catalogue_table_has_whole_words_and_aligned_columns(tmp_path):

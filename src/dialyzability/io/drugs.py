@@ -309,31 +309,48 @@ def half_life(volume, cl_renal, cl_nonrenal):
     return math.log(2) * volume / (cl_renal + cl_nonrenal)
 
 
-#: a first author as sources write them: "Surname AB," / "Surname AB et al." / "Surname AB ("
-_AUTHOR = re.compile(r"(?<![A-Za-z] )\b([A-Z][a-z'’-]+) [A-Z]{1,3}(?=,| et al|\s*\()")
+_NAME = r"[A-Z][a-z'’-]+"
+_INITIALS = r" [A-Z]{1,3}(?=[,;.]| et al|\s*\()"
+#: an author list as sources write them: "Surname AB, Van der Name C, Other D" (initials followed
+#: by punctuation, "et al" or a parenthesis), possibly closed by "et al." and a group's name; the
+#: first author not preceded by a capitalised word, so that "Baclofen Tablets USP," is no author
+_AUTHORS = re.compile(
+    rf"(?<![A-Za-z] )\b(?P<first>{_NAME}){_INITIALS}"
+    rf"(?:,\s+(?:{_NAME} )?(?:[a-z]+ )*{_NAME}{_INITIALS})*"
+    r"(?:,? et al\.?)?(?:;\s+[A-Z][\w ]*?(?:[Ww]orkgroup|[Gg]roup|[Ii]nvestigators)\b)?"
+)
 _YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
+_LINK = re.compile(r"(?:https?://|doi[: ]\s*)\S+")
 
 
 def short_citations(source: str, width: int = 40) -> list[str]:
-    """The citations of a source string, each as "First-author year" ("Lee 2020"); a citation
-    whose year cannot be read, or a source without an author, is given shortened to ``width``
-    characters at a word boundary.
+    """The citations of a source string as "First-author year" ("Lee 2020"), in order, each
+    once; a source in which none can be read is given as its text (URLs shortened to their
+    host) cut to ``width`` characters at a word boundary.
 
-    A citation runs from its first author to the first ``;``, ``)``, URL or DOI after it, so
-    co-authors are skipped and the year is the one of its journal reference.
+    The year of an author list is the first after it and before the next author list, URL, DOI
+    or ``;`` (journal references give the year before the volume: "2007;63(12):1143-6").
     """
     found = []
-    at = 0
-    while m := _AUTHOR.search(source, at):
-        end = re.search(r"[;)]|https?://|doi[: ]", source[m.end() :])
-        stop = m.end() + (end.start() if end else len(source) - m.end())
-        year = _YEAR.search(source, m.end(), stop)
+    lists = list(_AUTHORS.finditer(source))
+    for k, m in enumerate(lists):
+        stop = lists[k + 1].start() if k + 1 < len(lists) else len(source)
+        end = re.compile(r";|https?://|doi[: ]").search(source, m.end(), stop)
+        year = _YEAR.search(source, m.end(), end.start() if end else stop)
         if year:
-            found.append(f"{m.group(1)} {year.group()}")
-        else:
-            found.append(_shorten(source[m.start() :], width))
-        at = max(stop, m.end())
-    return list(dict.fromkeys(found)) or [_shorten(source, width)]
+            found.append(f"{m.group('first')} {year.group()}")
+    if found:
+        return list(dict.fromkeys(found))
+    return [_shorten(_LINK.sub(_host, source).strip(" .,;'\""), width)]
+
+
+def _host(link: re.Match) -> str:
+    """A URL as its host ("wikitox.org"), a DOI as itself."""
+    text = link.group().rstrip(").,;")
+    tail = link.group()[len(text) :]
+    if text.lower().startswith("doi"):
+        return text + tail
+    return re.sub(r"^https?://(www\.)?", "", text).split("/")[0] + tail
 
 
 def _shorten(text: str, width: int) -> str:
