@@ -223,7 +223,7 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
         f"drug model: {folder.resolve() / 'mydrug.toml'} (a user file)" in capsys.readouterr().out
     )
     report = (pooled / "report.md").read_text()
-    assert "Published EXTRIP grading of mydrug: moderately dialyzable (M" in report
+    assert "Published EXTRIP grading of mydrug: moderately dialyzable (M), level of" in report
     # report: the fit recorded its folder, and --models-dir supplies a moved one
     assert main(["report", str(pooled)]) == 0
     moved = folder.rename(tmp_path / "moved")
@@ -319,9 +319,14 @@ def test_pooled_report_sets_the_extrip_criteria_beside_the_published_grade(poole
     # the same summary with a published grade: the report shows it and P(that grade)
     summary["extrip"]["published"] = EXTRIP
     text = build_pooled_report(summary, []).markdown()
-    assert "grading of baclofen: moderately dialyzable (M, level of evidence D)" in text
+    assert "grading of baclofen: moderately dialyzable (M), level of evidence D, " in text
     p_m = [fmt(c["M"]) for c in ex["typical"]["normal"]["modalities"]["HD"].values()]
     assert "P(published grade M) per criterion: " + ", ".join(p_m) in text
+    only = {"dialyzability": None, "evidence": None, "recommendation": "none", "source": "S"}
+    summary["extrip"]["published"] = only  # a recommendation without a dialyzability grade
+    text = build_pooled_report(summary, []).markdown()
+    assert "grading of baclofen: recommendation: none. Source: S." in text
+    assert "P(published grade" not in text
     summary["extrip"] = {"published": None, "not_found": "searched X: none", "typical": {}}
     text = build_pooled_report(summary, []).markdown()
     assert "gives no published EXTRIP grade for baclofen (searched X: none)." in text

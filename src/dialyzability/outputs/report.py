@@ -182,7 +182,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     if case.doi:
         source += f", doi:{case.doi}"
     b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
-    b += drug_model_note(drug.provenance() if drug.user or drug.defaults else None)
+    b += drug_model_note(drug.provenance())
     d = summary.diagnostics
     if not d.converged:
         b.append(
@@ -284,7 +284,8 @@ def write_report(fit, summary, directory: str | Path, figures: list[str]) -> lis
 
 
 def drug_model_note(provenance: str | None) -> list[Block]:
-    """A paragraph naming the user's drug-model file (and the shipped one it overrides)."""
+    """A paragraph naming the user's drug-model file (and the shipped one it overrides), from
+    :meth:`~dialyzability.io.drugs.DrugModel.provenance`; none for a shipped model."""
     if not provenance or provenance.startswith("drug model: the shipped"):
         return []
     return [Block("p", provenance[0].upper() + provenance[1:] + ".")]
@@ -300,16 +301,18 @@ def pooled_extrip_blocks(summary: dict) -> list[Block]:
     b = [Block("h2", "EXTRIP: this pool beside the published grade")]
     pub = ex["published"]
     letter = None
-    if pub and pub.get("dialyzability"):
-        letter = next(g for g, text in GRADE_LABELS.items() if text == pub["dialyzability"])
-        evidence = f", level of evidence {pub['evidence']}" if pub.get("evidence") else ""
-        rec = f"; recommendation: {pub['recommendation']}" if pub.get("recommendation") else ""
+    if pub:
+        parts = []
+        if pub.get("dialyzability"):
+            letter = next(g for g, t in GRADE_LABELS.items() if t == pub["dialyzability"])
+            parts.append(f"{pub['dialyzability']} ({letter})")
+        if pub.get("evidence"):
+            parts.append(f"level of evidence {pub['evidence']}")
+        if pub.get("recommendation"):
+            parts.append(f"recommendation: {pub['recommendation']}")
+        what = ", ".join(parts) or "graded"
         b.append(
-            Block(
-                "p",
-                f"Published EXTRIP grading of {drug}: {pub['dialyzability']} ({letter}"
-                f"{evidence}){rec}. Source: {pub['source']}.",
-            )
+            Block("p", f"Published EXTRIP grading of {drug}: {what}. Source: {pub['source']}.")
         )
     else:
         why = f" ({ex['not_found']})" if ex.get("not_found") else ""
