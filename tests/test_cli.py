@@ -330,3 +330,20 @@ def test_pooled_report_sets_the_extrip_criteria_beside_the_published_grade(poole
     summary["extrip"] = {"published": None, "not_found": "searched X: none", "typical": {}}
     text = build_pooled_report(summary, []).markdown()
     assert "gives no published EXTRIP grade for baclofen (searched X: none)." in text
+
+
+def test_api_fit_with_models_dir_records_the_user_model(tmp_path, monkeypatch):
+    from dialyzability.api import fit, load_fit
+    from dialyzability.io.case import load_case
+
+    folder = _models_folder(tmp_path / "models")
+    monkeypatch.setattr("dialyzability.api.run", _fake_run)
+    result = fit(load_case(LEE), seed=4, models_dir=folder)
+    assert result.drug.description == "user baclofen" and result.drug.user
+    assert result.config["models_dir"] == str(folder.resolve())
+    assert result.config["drug_file"] == str(folder.resolve() / "baclofen.toml")
+    result.save(tmp_path / "fit")
+    loaded = load_fit(tmp_path / "fit")
+    assert loaded.drug.overrides == result.drug.overrides and loaded.drug.description == (
+        "user baclofen"
+    )
