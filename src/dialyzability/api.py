@@ -1,12 +1,17 @@
-"""The toolkit's entry points: fit one case, or pool many, each returning a :class:`Fit`."""
+"""The toolkit's entry points: fit one case, or pool many, each returning a :class:`Fit`;
+read a saved fit back (:func:`load_fit`)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from dialyzability import __version__
 from dialyzability.inference.run import run
 from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG, Sampler, sampler_config
-from dialyzability.io.case import Case
+from dialyzability.io.case import Case, CaseError
 from dialyzability.io.drugs import DrugModel
+from dialyzability.io.resources import use_models_dir
 from dialyzability.results.fit import Fit
 
 _D = DEFAULT_SAMPLER_CONFIG
@@ -26,6 +31,7 @@ def fit_cases(
     drug: DrugModel | None = None,
     threshold: float | None = None,
     coordinates: str = "log_k",
+    models_dir: str | Path | None = None,
 ) -> Fit:
     """Fit N >= 1 cases of one drug under a population layer.
 
@@ -55,11 +61,18 @@ def fit_cases(
     coordinates
         The sampler's coordinates of the clearance pair
         (:func:`~dialyzability.model.build.build_model`; the default is the measured choice).
+    models_dir
+        A folder of user drug models searched before the shipped ones (by default the one of
+        ``--models-dir`` or ``$DIALYZABILITY_MODELS``, if any). Cases naming a user drug must be
+        loaded with the same folder in force
+        (:func:`~dialyzability.io.resources.use_models_dir`).
     """
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     config["coordinates"] = coordinates
-    idata, batch = run(list(cases), population, config, drug, progressbar)
+    with use_models_dir(models_dir):
+        idata, batch = run(list(cases), population, config, drug, progressbar)
     config["threshold"] = threshold if threshold is not None else batch.drug.therapeutic_high
+    config |= drug_provenance(batch.drug)
     attrs = {"dialyzability_version": __version__}
     return Fit.from_run(idata, batch.cases, batch.drug, config, population, attrs)
 
@@ -72,3 +85,50 @@ def fit(case: Case, **options) -> Fit:
 def fit_pooled(cases: list[Case], **options) -> Fit:
     """Fit the hierarchical model of ``cases`` (one drug; options as :func:`fit_cases`)."""
     return fit_cases(list(cases), "hierarchical", **options)
+
+
+def drug_provenance(drug: DrugModel) -> dict:
+    """What a fit's configuration records of its drug model: the file, and the user folder
+    that a loaded fit needs to read its cases again (None for the shipped models)."""
+    folder = None
+    if drug.user or drug.defaults:
+        folder = str(Path(drug.path if drug.user else drug.defaults).parent)
+    return {"drug_file": drug.path, "models_dir": folder}
+
+
+def recorded_models_dir(path: str | Path) -> str | None:
+    """The user folder of drug models that the fit saved at ``path`` recorded, if any."""
+    import xarray as xr
+
+    path = Path(path)
+    path = path / "posterior.nc" if path.is_dir() else path
+    with xr.open_dataset(path) as root:  # the InferenceData's attributes only
+        return json.loads(root.attrs.get("config", "{}")).get("models_dir")
+
+
+def load_fit(directory: str | Path, models_dir: str | Path | None = None) -> Fit:
+    """Read a fit saved by :meth:`Fit.save`.
+
+    Its cases name their drug; a user drug is looked up in ``models_dir``, else the active
+    folder (``--models-dir``, ``$DIALYZABILITY_MODELS``), else the folder the fit recorded.
+
+    Raises
+    ------
+    CaseError
+        If the cases' drug model is found in none of them (the message names the folder the fit
+        was made with).
+    """
+    with use_models_dir(models_dir):
+        try:
+            return Fit.load(directory)
+        except CaseError as exc:
+            if exc.field != "drug":
+                raise
+            recorded = recorded_models_dir(directory)
+            if not recorded or not Path(recorded).is_dir():
+                hint = f"; the fit was made with the drug models in {recorded}" if recorded else ""
+                raise CaseError(
+                    exc.path, f"{exc.reason}{hint}: give that folder with --models-dir", "", "drug"
+                ) from None
+        with use_models_dir(recorded):
+            return Fit.load(directory)

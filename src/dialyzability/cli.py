@@ -195,6 +195,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         print(f"Fitting {case.id} ({case.drug}) ...", file=sys.stderr)
+    _say_drug_model(case.drug)
     try:
         result = fit(
             case,
@@ -215,15 +216,36 @@ def _fit(args: argparse.Namespace) -> int:
     return _write_outputs(result, out, args.hdi)
 
 
+def _say_drug_model(name: str) -> None:
+    """Print which file the drug model comes from when it is a user file."""
+    from dialyzability.io.drugs import load_drug
+
+    drug = load_drug(name)
+    if drug.user or drug.defaults:
+        print(drug.provenance())
+
+
+def _drugs(args: argparse.Namespace) -> int:
+    from dialyzability.io.drugs import catalogue, catalogue_table
+
+    rows = catalogue()
+    print(json.dumps(rows, indent=2) if args.json else catalogue_table(rows))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
-    from dialyzability.results.fit import Fit
+    from dialyzability.api import load_fit
+    from dialyzability.io.case import CaseError
+    from dialyzability.io.drugs import DrugModelError
 
     path = Path(args.dir)
     if not (path / "posterior.nc").is_file():
         print(f"error: {path}: no posterior.nc (run `dialyzability fit` first)", file=sys.stderr)
         return 1
     try:
-        result = Fit.load(path)
+        result = load_fit(path)
+    except (CaseError, DrugModelError):
+        raise
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {path / 'posterior.nc'}: cannot be read as a fit ({exc})", file=sys.stderr)
         return 1
@@ -270,6 +292,7 @@ def _pool(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"Pooling {len(cases)} {drugs[0]} cases ...", file=sys.stderr)
+    _say_drug_model(drugs[0])
     try:
         pooled = fit_pooled(cases, progressbar=not args.quiet, **sampling)
     except (PoolError, ValueError) as exc:
@@ -369,6 +392,17 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _models_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of drug models (TOML) searched before the shipped ones; a file there "
+        "named as a shipped drug overrides it (default: $DIALYZABILITY_MODELS)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dialyzability.results.quantities import HDI_PROB
 
@@ -391,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="case files or folders")
     check.add_argument("--json", action="store_true", help="print JSON for machines")
+    _models_option(check)
     check.set_defaults(func=_check)
 
     fit = sub.add_parser(
@@ -410,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L" (default: the '
         "upper therapeutic level of the drug model)",
     )
+    _models_option(fit)
     fit.set_defaults(func=_fit)
 
     report = sub.add_parser(
@@ -432,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L"',
     )
+    _models_option(report)
     report.set_defaults(func=_report)
 
     pool = sub.add_parser(
@@ -456,7 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the single-case fits shown beside the pooled ones",
     )
+    _models_option(pool)
     pool.set_defaults(func=_pool)
+
+    drugs = sub.add_parser(
+        "drugs",
+        help="list the drug models: shipped and the user's, with their sources",
+        description="List the available drug models (shipped, and the user folder's, marking "
+        "those that override a shipped one) with description, molar mass, EXTRIP grade, the "
+        "prior 95 % interval of the half-life of a 70-kg adult and the short citation of "
+        "each source.",
+    )
+    drugs.add_argument("--json", action="store_true", help="print JSON for machines")
+    _models_option(drugs)
+    drugs.set_defaults(func=_drugs)
 
     return parser
 
@@ -472,11 +522,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
     from dialyzability.io.case import CaseError
     from dialyzability.io.drugs import DrugModelError
+    from dialyzability.io.resources import use_models_dir
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with use_models_dir(args.models_dir):
+            return int(args.func(args) or 0)
     except (CaseError, DrugModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

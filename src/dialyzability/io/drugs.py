@@ -3,11 +3,19 @@
 Each drug file declares its priors as distributions with parameters (see ``models/README.md``);
 any prior it leaves out is taken from ``models/default.toml``. The merged model records, for each
 prior, the file it came from, so a fit can say exactly what it assumed.
+
+A user folder of drug models (``--models-dir``, or ``$DIALYZABILITY_MODELS``; see
+:mod:`dialyzability.io.resources`) is searched first: a file there adds a drug, or replaces the
+shipped file of the same name (the model records which, :attr:`DrugModel.overrides`); a user
+``default.toml`` replaces the shipped defaults, and without one the shipped defaults apply.
+:func:`drug_file` is the one place where this order is decided.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -16,7 +24,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dialyzability.io.resources import models_dir
+from dialyzability.io.resources import MODELS_ENV, models_dir, user_models_dir
 from dialyzability.io.units import UnitError, parse_quantity
 
 PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka"]
@@ -168,6 +176,14 @@ class DrugModel(_Strict):
         Priors of the measurement-error scales (SD of log) for levels, urine and effluent.
     weight
         Prior of body weight when the case gives none (kg).
+    path
+        The drug's model file.
+    user
+        Whether that file is in the user's folder of drug models.
+    overrides
+        The shipped file that a user file of the same name replaces, if any.
+    defaults
+        The user's ``default.toml`` that replaced the shipped defaults, if any.
     """
 
     name: str
@@ -189,6 +205,66 @@ class DrugModel(_Strict):
     errors: dict[str, LogNormal]
     weight: LogNormal
     path: str
+    user: bool = False
+    overrides: str | None = None
+    defaults: str | None = None
+
+    def provenance(self) -> str:
+        """Which file the model came from, e.g. "drug model: /path/x.toml (overrides the shipped
+        x.toml)"; for a user file also the defaults it was merged with."""
+        if not self.user and self.defaults is None:
+            return f"drug model: the shipped {Path(self.path).name}"
+        what = f"drug model: {self.path}"
+        if self.overrides:
+            what += f" (overrides the shipped {Path(self.overrides).name})"
+        elif self.user:
+            what += " (a user file)"
+        if self.defaults:
+            what += f"; defaults: {self.defaults}"
+        return what
+
+    def prior_half_life(
+        self,
+        prob: float = 0.95,
+        n: int = 20_000,
+        seed: int = 0,
+        weight: float = 70.0,
+        kidney_function: str = "normal",
+    ) -> tuple[float, float]:
+        """Central interval of probability ``prob`` of the prior half-life (h), by Monte Carlo.
+
+        For a patient of ``weight`` kg (a 70-kg adult by default) with kidneys of class
+        ``kidney_function``, from ``n`` seeded draws of the priors:
+
+            t½ = ln 2 · V / (CL_R + CL_NR),  V = volume · weight,
+            CL_R = fe · CL · K,  CL_NR = (1 − fe) · CL,  CL = cl_total · (weight / 70)^0.75
+
+        with ``cl_total`` and the kidney factor K log-normal and fe Beta.
+        """
+        rng = np.random.default_rng(seed)
+        p = self.priors
+        kf = self.kidney_function[kidney_function]
+
+        def lognormal(prior):
+            return prior.median * np.exp(prior.sigma * rng.standard_normal(n))
+
+        volume = lognormal(p.volume) * weight
+        cl = lognormal(p.cl_total) * (weight / 70.0) ** 0.75
+        fe = rng.beta(p.fe.alpha, p.fe.beta, n)
+        thalf = half_life(volume, fe * cl * lognormal(kf), (1 - fe) * cl)
+        lo, hi = np.quantile(thalf, [(1 - prob) / 2, (1 + prob) / 2])
+        return float(lo), float(hi)
+
+    def cited_sources(self) -> list[str]:
+        """Every source string of the model's own facts and priors (not the defaults'), once."""
+        own = [*self.sources.values()]
+        own += [extra.source for extra in (self.half_life, self.extrip) if extra is not None]
+        priors = [getattr(self.priors, name) for name in Priors.model_fields]
+        for group in (self.ectr, self.kidney_function, self.errors):
+            priors += group.values()
+        priors.append(self.weight)
+        own += [p.source for p in priors if p.origin != "default.toml" or self.name == "default"]
+        return list(dict.fromkeys(own))
 
     def prior_table(self) -> list[tuple[str, str, str]]:
         """(name, description, source) of every prior, for reports and attributes."""
@@ -228,10 +304,65 @@ class _DrugFile(_Strict):
     weight: LogNormal | None = None
 
 
-def available_drugs(folder: Path | None = None) -> list[str]:
-    """Names of the drugs that have a model file."""
-    folder = folder or models_dir()
-    return sorted(p.stem for p in folder.glob("*.toml") if p.stem != "default")
+def half_life(volume, cl_renal, cl_nonrenal):
+    """Elimination half-life ln 2 · V / (CL_R + CL_NR) (h, from L and L/h; arrays welcome)."""
+    return math.log(2) * volume / (cl_renal + cl_nonrenal)
+
+
+_NAME = r"[A-Z][a-z'’-]+"
+_INITIALS = r" [A-Z]{1,3}(?=[,;.]| et al|\s*\()"
+#: an author list as sources write them: "Surname AB, Van der Name C, Other D" (initials followed
+#: by punctuation, "et al" or a parenthesis), possibly closed by "et al." and a group's name; the
+#: first author not preceded by a capitalised word, so that "Baclofen Tablets USP," is no author
+_AUTHORS = re.compile(
+    rf"(?<![A-Za-z] )\b(?P<first>{_NAME}){_INITIALS}"
+    rf"(?:,\s+(?:{_NAME} )?(?:[a-z]+ )*{_NAME}{_INITIALS})*"
+    r"(?:,? et al\.?)?(?:;\s+[A-Z][\w ]*?(?:[Ww]orkgroup|[Gg]roup|[Ii]nvestigators)\b)?"
+)
+_YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
+_LINK = re.compile(r"(?:https?://|doi[: ]\s*)\S+")
+
+
+def short_citations(source: str, width: int = 40) -> list[str]:
+    """The citations of a source string as "First-author year" ("Lee 2020"), in order, each
+    once; a source in which none can be read is given as its text (URLs shortened to their
+    host) cut to ``width`` characters at a word boundary.
+
+    The year of an author list is the first after it and before the next author list, URL, DOI
+    or ``;`` (journal references give the year before the volume: "2007;63(12):1143-6").
+    """
+    found = []
+    lists = list(_AUTHORS.finditer(source))
+    for k, m in enumerate(lists):
+        stop = lists[k + 1].start() if k + 1 < len(lists) else len(source)
+        end = re.compile(r";|https?://|doi[: ]").search(source, m.end(), stop)
+        year = _YEAR.search(source, m.end(), end.start() if end else stop)
+        if year:
+            found.append(f"{m.group('first')} {year.group()}")
+    if found:
+        return list(dict.fromkeys(found))
+    return [_shorten(_LINK.sub(_host, source).strip(" .,;'\""), width)]
+
+
+def _host(link: re.Match) -> str:
+    """A URL as its host ("wikitox.org"), a DOI as itself."""
+    text = link.group().rstrip(").,;")
+    tail = link.group()[len(text) :]
+    if text.lower().startswith("doi"):
+        return text + tail
+    return re.sub(r"^https?://(www\.)?", "", text).split("/")[0] + tail
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" …")
+
+
+def available_drugs(folder: str | Path | None = None) -> list[str]:
+    """Names of the drugs that have a model file: the shipped ones and those of the user's
+    folder (``folder``, else ``--models-dir`` or ``$DIALYZABILITY_MODELS``)."""
+    folders = [models_dir(), user_folder(folder)]
+    return sorted({p.stem.lower() for f in folders if f for p in f.glob("*.toml")} - {"default"})
 
 
 def _read(path: Path) -> _DrugFile:
@@ -242,46 +373,122 @@ def _read(path: Path) -> _DrugFile:
     except tomllib.TOMLDecodeError as exc:
         raise DrugModelError(f"{path}: invalid TOML: {exc}") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DrugModelError(f"{path}: field '{where}': {first['msg']}") from exc
+        raise DrugModelError(f"{path}: {_problems(exc)}") from exc
 
 
-@cache
-def load_drug(name: str, folder: str | None = None) -> DrugModel:
+def _problems(exc: ValidationError) -> str:
+    """Every problem pydantic found, each as "field 'a.b': message"."""
+    found = [
+        f"field '{'.'.join(str(p) for p in err['loc']) or '(file)'}': {err['msg']}"
+        for err in exc.errors(include_url=False)
+    ]
+    if len(found) == 1:
+        return found[0]
+    return f"{len(found)} problems:\n  " + "\n  ".join(found)
+
+
+def user_folder(folder: str | Path | None = None) -> Path | None:
+    """The user's folder of drug models: ``folder`` if given, else the active one
+    (:func:`~dialyzability.io.resources.user_models_dir`), else None.
+
+    Raises
+    ------
+    DrugModelError
+        If the folder does not exist.
+    """
+    folder = Path(folder).expanduser() if folder is not None else user_models_dir()
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        raise DrugModelError(
+            f"{folder}: no such folder of drug models (from --models-dir or ${MODELS_ENV})"
+        )
+    return folder.resolve()
+
+
+def drug_file(name: str, folder: str | Path | None = None) -> tuple[Path | None, Path | None]:
+    """The file of drug ``name`` and, when it is a user file, the shipped file it replaces.
+
+    The one place of the resolution order: the user's folder (``folder``, else
+    ``--models-dir``, else ``$DIALYZABILITY_MODELS``) first, then the shipped ``models/``.
+    ``"default"`` resolves the same way. Returns ``(None, None)`` when no folder has it.
+    """
+    key = name.strip().lower()
+    shipped = _in(models_dir(), key)
+    user = user_folder(folder)
+    if user is not None and user != models_dir().resolve():
+        path = _in(user, key)
+        if path is not None:
+            return path, shipped
+    return shipped, None
+
+
+def _in(folder: Path, key: str) -> Path | None:
+    """The file ``<key>.toml`` of ``folder``, its stem in any case (``Baclofen.toml``)."""
+    path = folder / f"{key}.toml"
+    if path.is_file():
+        return path
+    return next((p for p in sorted(folder.glob("*.toml")) if p.stem.lower() == key), None)
+
+
+def _stamp(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def load_drug(name: str, folder: str | Path | None = None) -> DrugModel:
     """Load the drug model ``name`` merged with ``default.toml``.
 
     Parameters
     ----------
     name
-        A drug with a file in ``models/`` (case-insensitive), or ``"default"``.
+        A drug with a model file (case-insensitive), or ``"default"``.
     folder
-        Folder of the model files; the shipped ``models/`` by default.
+        The user's folder of model files, searched before the shipped ``models/``; by default
+        the one given by ``--models-dir`` or ``$DIALYZABILITY_MODELS``, if any
+        (:func:`drug_file`).
 
     Raises
     ------
     DrugModelError
-        If there is no such drug, or its file is malformed.
+        If there is no such drug, or its file is malformed (naming the file and every field).
     """
-    base = Path(folder) if folder else models_dir()
-    default = _read(base / "default.toml")
     key = name.strip().lower()
+    default, default_overrides = drug_file("default", folder)
     if key == "default":
-        drug = default
-        origin = "default"
+        path, overrides = default, default_overrides
     else:
-        path = base / f"{key}.toml"
-        if not path.is_file():
-            known = ", ".join(available_drugs(base)) or "none"
+        path, overrides = drug_file(key, folder)
+        if path is None:
+            known = ", ".join(available_drugs(folder)) or "none"
             raise DrugModelError(
-                f"unknown drug {name!r}: no model file {path.name} (known drugs: {known}; "
+                f"unknown drug {name!r}: no model file {key}.toml (known drugs: {known}; "
                 'use drug = "default" for weakly informative priors)'
             )
-        drug = _read(path)
-        origin = path.name
+    user = path.parent != models_dir()
+    return _load(key, path, _stamp(path), default, _stamp(default), user, overrides)
 
-    def tag(prior, where):
-        return prior.model_copy(update={"origin": where})
+
+@cache
+def _load(
+    key: str,
+    path: Path,
+    stamp: int,
+    default_path: Path,
+    default_stamp: int,
+    user: bool,
+    overrides: Path | None,
+) -> DrugModel:
+    """:func:`load_drug` of resolved files (cached while the files are unchanged)."""
+    default = _read(default_path)
+    if key == "default":
+        drug = default
+    else:
+        drug = _read(path)
+    origin = path.name
+    where = str(path) if user else path.name  # how errors name the file
+
+    def tag(prior, file):
+        return prior.model_copy(update={"origin": file})
 
     priors = {k: tag(v, "default.toml") for k, v in default.priors.items()}
     priors |= {k: tag(v, origin) for k, v in drug.priors.items()}
@@ -297,7 +504,7 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
         try:
             molar_mass = parse_quantity(str(drug.molar_mass.value), "molar_mass")
         except UnitError as exc:
-            raise DrugModelError(f"{origin}: field 'molar_mass.value': {exc}") from exc
+            raise DrugModelError(f"{where}: field 'molar_mass.value': {exc}") from exc
         sources["molar_mass"] = drug.molar_mass.source
     low = high = None
     if drug.therapeutic_range is not None:
@@ -306,31 +513,29 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
             low = parse_quantity(tr.low, "concentration", molar_mass)
             high = parse_quantity(tr.high, "concentration", molar_mass)
         except UnitError as exc:
-            raise DrugModelError(f"{origin}: field 'therapeutic_range': {exc}") from exc
+            raise DrugModelError(f"{where}: field 'therapeutic_range': {exc}") from exc
         sources["therapeutic_range"] = tr.source
     binding = None
     if drug.protein_binding is not None:
-        binding = _fraction(drug.protein_binding.value, origin, "protein_binding")
+        binding = _fraction(drug.protein_binding.value, where, "protein_binding")
         sources["protein_binding"] = drug.protein_binding.source
     toxic = None
     if drug.toxic_threshold is not None:
         try:
             toxic = parse_quantity(str(drug.toxic_threshold.value), "concentration", molar_mass)
         except UnitError as exc:
-            raise DrugModelError(f"{origin}: field 'toxic_threshold.value': {exc}") from exc
+            raise DrugModelError(f"{where}: field 'toxic_threshold.value': {exc}") from exc
         sources["toxic_threshold"] = drug.toxic_threshold.source
     bp = None
     if drug.blood_plasma_ratio is not None:
         value = drug.blood_plasma_ratio.value
         if isinstance(value, str):
             raise DrugModelError(
-                f"{origin}: field 'blood_plasma_ratio.value': give a number or [low, high]"
+                f"{where}: field 'blood_plasma_ratio.value': give a number or [low, high]"
             )
         bp = tuple(value) if isinstance(value, tuple) else (float(value), float(value))
         if not 0 < bp[0] <= bp[1]:
-            raise DrugModelError(
-                f"{origin}: field 'blood_plasma_ratio.value': need 0 < low <= high"
-            )
+            raise DrugModelError(f"{where}: field 'blood_plasma_ratio.value': need 0 < low <= high")
         sources["blood_plasma_ratio"] = drug.blood_plasma_ratio.source
     try:
         return DrugModel(
@@ -352,12 +557,13 @@ def load_drug(name: str, folder: str | None = None) -> DrugModel:
             kidney_function=merged["kidney_function"],
             errors=merged["errors"],
             weight=weight,
-            path=str(base / f"{key}.toml"),
+            path=str(path),
+            user=user,
+            overrides=str(overrides) if overrides else None,
+            defaults=str(default_path) if default_path.parent != models_dir() else None,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DrugModelError(f"{origin}: field '{where}': {first['msg']}") from exc
+        raise DrugModelError(f"{where}: {_problems(exc)}") from exc
 
 
 def _fraction(value, origin: str, field: str) -> float:
@@ -368,6 +574,90 @@ def _fraction(value, origin: str, field: str) -> float:
     if not 0 <= lo <= hi <= 1:
         raise DrugModelError(f"{origin}: field '{field}.value': need 0 <= low <= high <= 1")
     return (lo + hi) / 2
+
+
+def catalogue(folder: str | Path | None = None) -> list[dict]:
+    """Every available drug model (shipped and the user's, :func:`available_drugs`) as a
+    JSON-ready row: file, whether it is a user file and what it overrides, description, molar
+    mass, EXTRIP grade, cited and prior half-life, and the short citation of each source."""
+    rows = []
+    for name in available_drugs(folder):
+        drug = load_drug(name, folder)
+        lo, hi = drug.prior_half_life()
+        cites = [c for source in drug.cited_sources() for c in short_citations(source)]
+        rows.append(
+            {
+                "name": name,
+                "description": drug.description,
+                "file": drug.path,
+                "user": drug.user,
+                "overrides": drug.overrides,
+                "molar_mass_g_per_mol": drug.molar_mass,
+                "extrip": drug.extrip.model_dump() if drug.extrip else None,
+                "half_life": drug.half_life.model_dump() if drug.half_life else None,
+                "prior_half_life_95_h": [lo, hi],
+                "citations": list(dict.fromkeys(cites)),
+                "not_found": drug.not_found,
+            }
+        )
+    return rows
+
+
+def catalogue_table(rows: list[dict]) -> str:
+    """:func:`catalogue` as a text table; columns as wide as their longest line, long texts
+    wrapped at word boundaries (never cut)."""
+    header = ("drug", "model", "description", "molar mass", "EXTRIP", "prior t½ 95 %", "sources")
+    wrap = {2: 28, 6: 52}  # column: width at which its text wraps
+    cells = []
+    for r in rows:
+        model = "user" if r["user"] else "shipped"
+        if r["overrides"]:
+            model += " (overrides shipped)"
+        mm = r["molar_mass_g_per_mol"]
+        ex = r["extrip"]
+        grade = "not graded"
+        if ex and ex.get("dialyzability"):
+            grade = ex["dialyzability"] + (f" ({ex['evidence']})" if ex.get("evidence") else "")
+        lo, hi = r["prior_half_life_95_h"]
+        cells.append(
+            (
+                r["name"],
+                model,
+                r["description"] or "–",
+                f"{mm:g} g/mol" if mm else "–",
+                grade,
+                f"{lo:.2g}–{hi:.3g} h",
+                r["citations"] or ["–"],
+            )
+        )
+
+    def lines(i, text):
+        if isinstance(text, list):  # citations: broken between citations, never inside one
+            out = [text[0]]
+            for item in text[1:]:
+                if len(out[-1]) + 2 + len(item) <= wrap[i]:
+                    out[-1] += "; " + item
+                else:
+                    out[-1] += ";"
+                    out.append(item)
+            return out
+        if i not in wrap:
+            return [text]
+        return textwrap.wrap(text, wrap[i], break_long_words=False, break_on_hyphens=False)
+
+    wrapped = [[lines(i, c) or [""] for i, c in enumerate(row)] for row in cells]
+    widths = [len(h) for h in header]
+    for row in wrapped:
+        widths = [max(w, *(len(x) for x in col)) for w, col in zip(widths, row, strict=True)]
+
+    def line(values):
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    for row in wrapped:
+        for k in range(max(len(col) for col in row)):
+            out.append(line([col[k] if k < len(col) else "" for col in row]))
+    return "\n".join(out)
 
 
 def error_prior(prior) -> tuple[float, float]:

@@ -304,6 +304,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     if case.doi:
         source += f", doi:{case.doi}"
     b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
+    b += drug_model_note(drug.provenance())
     if summary.flags:
         b.append(Block("h2", "Flags for the reviewer"))
         b += [
@@ -455,6 +456,79 @@ def write_report(fit, summary, directory: str | Path, figures: list[str]) -> lis
     ]
 
 
+def drug_model_note(provenance: str | None) -> list[Block]:
+    """A paragraph naming the user's drug-model file (and the shipped one it overrides), from
+    :meth:`~dialyzability.io.drugs.DrugModel.provenance`; none for a shipped model."""
+    if not provenance or provenance.startswith("drug model: the shipped"):
+        return []
+    return [Block("p", provenance[0].upper() + provenance[1:] + ".")]
+
+
+def pooled_extrip_blocks(summary: dict) -> list[Block]:
+    """The pooled report's EXTRIP section: for each modality and kidney class the population
+    ratio and the EXTRIP criteria of a typical patient, beside the drug's published grade."""
+    ex = summary.get("extrip")
+    if not ex:
+        return []
+    drug, pct = summary["drug"], f"{summary['hdi_prob'] * 100:.0f} % interval"
+    b = [Block("h2", "EXTRIP: this pool beside the published grade")]
+    pub = ex["published"]
+    letter = None
+    if pub:
+        parts = []
+        if pub.get("dialyzability"):
+            letter = next(g for g, t in GRADE_LABELS.items() if t == pub["dialyzability"])
+            parts.append(f"{pub['dialyzability']} ({letter})")
+        if pub.get("evidence"):
+            parts.append(f"level of evidence {pub['evidence']}")
+        if pub.get("recommendation"):
+            parts.append(f"recommendation: {pub['recommendation']}")
+        what = ", ".join(parts) or "graded"
+        b.append(
+            Block("p", f"Published EXTRIP grading of {drug}: {what}. Source: {pub['source']}.")
+        )
+    else:
+        why = f" ({ex['not_found']})" if ex.get("not_found") else ""
+        b.append(Block("p", f"The drug model gives no published EXTRIP grade for {drug}{why}."))
+    rows = []
+    for kidney, per_class in ex["typical"].items():
+        for m, per in per_class["modalities"].items():
+            q = summary["population"].get(f"ratio_{m}_{kidney}")
+            parts = []
+            for c in per.values():
+                best = max(GRADES, key=lambda g, c=c: c[g])
+                parts.append(f"{best} (P {_eq(prob(c[best]))})")
+                rows.append((m, kidney, c["label"], *(prob(c[g]) for g in GRADES)))
+            text = f"{m}, typical 70-kg patient with {kidney} kidneys: "
+            if q:
+                text += (
+                    f"population ratio {median(q)} ({pct} {interval(q)}), "
+                    f"P(ratio > 1) = {probability(q)}; "
+                )
+            text += "most probable grade per criterion (in the table's order): " + ", ".join(parts)
+            if letter:
+                text += f"; P(published grade {letter}) per criterion: " + ", ".join(
+                    prob(c[letter]) for c in per.values()
+                )
+            b.append(
+                Block(
+                    "p",
+                    text + f". P(endogenous half-life > 4 h) "
+                    f"{_eq(prob(per_class['p_thalf_off_above_4h']))}"
+                    + (
+                        ""
+                        if per_class.get("applies", True)
+                        else ": the EXTRIP criteria do not apply to such a patient"
+                    )
+                    + ".",
+                )
+            )
+    if rows:
+        header = ("modality", "kidneys", "criterion", *(f"P({g})" for g in GRADES))
+        b.append(Block("table", rows=tuple(rows), header=header))
+    return b
+
+
 def build_pooled_report(summary: dict, figures: list[str]) -> Report:
     """The report of a pooled fit, from its summary (``population`` and ``cases`` sections)."""
     pct = f"{summary['hdi_prob'] * 100:.0f} % interval"
@@ -467,6 +541,7 @@ def build_pooled_report(summary: dict, figures: list[str]) -> Report:
             )
         )
     b += [Block("verdict", s) for s in summary.get("verdicts", {}).values()]
+    b += drug_model_note(summary.get("drug_model"))
     b.append(Block("h2", "Answer"))
     for name, q in summary["population"].items():
         if name.startswith("ratio_") and not name.startswith("ratio_new_"):
@@ -482,6 +557,7 @@ def build_pooled_report(summary: dict, figures: list[str]) -> Report:
                     f"{median(new)} ({pct} {interval(new)}).",
                 )
             )
+    b += pooled_extrip_blocks(summary)
     b.append(Block("h2", "Population"))
     rows = [
         (n, median(q), interval(q), probability(q) if "p_above_1" in q else "–")

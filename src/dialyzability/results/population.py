@@ -4,6 +4,8 @@ For each modality m and kidney-function class k of a hierarchical fit, the popul
 a typical 70-kg patient is exp(mu_cl_ectr[m] − mu_cl_renal[k]) (the allometric factors cancel),
 and a new patient's ratio adds the between-case spread of both clearances:
 exp(mu_cl_ectr[m] − mu_cl_renal[k] + tau_cl_ectr z1 − tau_cl_renal z2), z ~ N(0, 1) per draw.
+The EXTRIP criteria of the typical patient (:func:`population_extrip`) are set beside the
+drug's published EXTRIP grade.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from dialyzability.design import POPULATION_SPREAD, mu_name, tau_name
-from dialyzability.results.quantities import HDI_PROB, describe, name_of, probability_above
+from dialyzability.results.extrip import grade_probabilities
+from dialyzability.results.quantities import (
+    HDI_PROB,
+    compute_all,
+    describe,
+    name_of,
+    probability_above,
+)
 
 
 def population_draws(fit, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,7 +89,46 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
         "population": population,
         "cases": cases,
         "diagnostics": diagnostics.to_json(),
+        "drug_model": fit.drug.provenance(),
+        "extrip": population_extrip(fit),
     }
+
+
+def population_extrip(fit) -> dict:
+    """The EXTRIP criteria (:func:`~dialyzability.results.extrip.grade_probabilities`) of a
+    typical 70-kg patient of each kidney-function class, beside the drug's published grade.
+
+    The typical patient's parameters are the population means: V = 70 · exp(mu_volume),
+    CL_R = exp(mu_cl_renal[k]), CL_NR = exp(mu_cl_nonrenal), CL_ECTR = exp(mu_cl_ectr[m]).
+
+    Returns
+    -------
+    dict
+        ``{"published": the drug model's EXTRIP block or None, "not_found": what was searched
+        when the drug has none, "typical": {kidney class: grade_probabilities(...)}}``.
+    """
+    import xarray as xr
+
+    drug = fit.drug
+    out = {
+        "published": drug.extrip.model_dump() if drug.extrip else None,
+        "not_found": drug.not_found.get("extrip"),
+        "typical": {},
+    }
+    modalities = list(fit.batch.modalities)
+    if not modalities:
+        return out
+    post = fit.idata.posterior
+    base = {
+        "volume": 70.0 * np.exp(post[mu_name("volume")]),
+        "cl_nonrenal": np.exp(post[mu_name("cl_nonrenal")]),
+        "cl_ectr": np.exp(post[mu_name("cl_ectr")]),
+    }
+    mu_r = post[mu_name("cl_renal")]
+    for k, cls in enumerate(fit.batch.kidney_classes):
+        typical = xr.Dataset({**base, "cl_renal": np.exp(mu_r.isel(kidney=k, drop=True))})
+        out["typical"][cls] = grade_probabilities(compute_all(typical, modalities), modalities)
+    return out
 
 
 def case_ratio(view) -> np.ndarray:
