@@ -64,7 +64,7 @@ def test_report_command_honours_hdi_and_threshold(lee_free_dir, tmp_path, capsys
     copy = _copy_fit(lee_free_dir, tmp_path)
     assert main(["report", str(copy), "--hdi", "0.5", "--threshold", "0.2 mg/L"]) == 0
     out = capsys.readouterr().out
-    assert "50% HDI" in out and f"Wrote to {copy}" in out
+    assert "50% interval" in out and f"Wrote to {copy}" in out
     default = json.loads((lee_free_dir / "summary.json").read_text())
     summary = json.loads((copy / "summary.json").read_text())
     assert summary["hdi_prob"] == 0.5 and summary["threshold_mg_per_L"] == 0.2
