@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from dialyzability.cli import main
+from dialyzability.cli import EXIT_NOT_CONVERGED, main
 
 from .conftest import LEE
 
@@ -119,7 +119,7 @@ def test_pool_outputs_are_written_whole(pooled_free_dir, free_fit):
 
 def test_report_command_rebuilds_a_pooled_fit(pooled_free_dir, tmp_path):
     copy = _copy_fit(pooled_free_dir, tmp_path)
-    assert main(["report", str(copy)]) == 0
+    assert main(["report", str(copy)]) in (0, EXIT_NOT_CONVERGED)
     assert {p.name for p in copy.iterdir()} >= {"summary.json", "forest.png", "report.md"}
     stored = json.loads((pooled_free_dir / "summary.json").read_text())
     for row in stored["cases"].values():  # the single-case fits are not saved with the pool
@@ -204,7 +204,7 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     # fit: the overriding file is used and named, on the console and in the report
     out = tmp_path / "fit"
     args = ["fit", str(lee), "--out", str(out), "--seed", "1", "--quiet"]
-    assert main([*args, "--models-dir", str(folder)]) == 0
+    assert main([*args, "--models-dir", str(folder)]) in (0, EXIT_NOT_CONVERGED)
     said = f"drug model: {folder.resolve() / 'baclofen.toml'} (overrides the shipped baclofen.toml)"
     assert said in capsys.readouterr().out
     assert "D" + said[1:] + "." in (out / "report.md").read_text()
@@ -215,7 +215,7 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     # pool: the new drug's published EXTRIP grade beside the pooled EXTRIP criteria
     pooled = tmp_path / "pool"
     args = ["pool", str(mine), str(other), "--out", str(pooled), "--seed", "2", "--quiet"]
-    assert main([*args, "--no-unpooled", "--models-dir", str(folder)]) == 0
+    assert main([*args, "--no-unpooled", "--models-dir", str(folder)]) in (0, EXIT_NOT_CONVERGED)
     summary = json.loads((pooled / "summary.json").read_text())
     assert summary["drug"] == "mydrug" and summary["extrip"]["published"] == EXTRIP
     assert summary["drug_model"].endswith("mydrug.toml (a user file)")
@@ -225,12 +225,12 @@ def test_models_dir_is_used_by_check_fit_pool_and_report(
     report = (pooled / "report.md").read_text()
     assert "Published EXTRIP grading of mydrug: moderately dialyzable (M), level of" in report
     # report: the fit recorded its folder, and --models-dir supplies a moved one
-    assert main(["report", str(pooled)]) == 0
+    assert main(["report", str(pooled)]) in (0, EXIT_NOT_CONVERGED)
     moved = folder.rename(tmp_path / "moved")
     assert main(["report", str(pooled)]) == 1
     err = capsys.readouterr().err
     assert "--models-dir" in err and str(folder.resolve()) in err and "Traceback" not in err
-    assert main(["report", str(pooled), "--models-dir", str(moved)]) == 0
+    assert main(["report", str(pooled), "--models-dir", str(moved)]) in (0, EXIT_NOT_CONVERGED)
     shutil.rmtree(moved)
 
 
@@ -297,7 +297,7 @@ def test_malformed_user_drug_file_names_file_and_fields(tmp_path, lee_raw, write
 
 
 def test_pooled_report_sets_the_extrip_criteria_beside_the_published_grade(pooled_free_dir):
-    from dialyzability.outputs.report import build_pooled_report, fmt
+    from dialyzability.outputs.report import build_pooled_report, median, prob
     from dialyzability.results.extrip import GRADES
 
     summary = json.loads((pooled_free_dir / "summary.json").read_text())
@@ -315,12 +315,12 @@ def test_pooled_report_sets_the_extrip_criteria_beside_the_published_grade(poole
     if ex["published"] is None:
         assert "The drug model gives no published EXTRIP grade for baclofen" in report
     q = summary["population"]["ratio_HD_normal"]
-    assert f"population ratio {fmt(q['median'])} (95 % HDI" in report
+    assert f"population ratio {median(q)} (95 % interval" in report
     # the same summary with a published grade: the report shows it and P(that grade)
     summary["extrip"]["published"] = EXTRIP
     text = build_pooled_report(summary, []).markdown()
     assert "grading of baclofen: moderately dialyzable (M), level of evidence D, " in text
-    p_m = [fmt(c["M"]) for c in ex["typical"]["normal"]["modalities"]["HD"].values()]
+    p_m = [prob(c["M"]) for c in ex["typical"]["normal"]["modalities"]["HD"].values()]
     assert "P(published grade M) per criterion: " + ", ".join(p_m) in text
     only = {"dialyzability": None, "evidence": None, "recommendation": "none", "source": "S"}
     summary["extrip"]["published"] = only  # a recommendation without a dialyzability grade

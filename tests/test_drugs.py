@@ -64,7 +64,7 @@ def test_user_file_overrides_the_shipped_one_and_defaults_fall_back(tmp_path):
     assert drug.path == str(path.resolve())
     assert drug.overrides == shipped.path  # the shipped file it replaces
     assert drug.defaults is None  # the folder has no default.toml: the shipped one is used
-    assert drug.ectr["HD"].origin == "default.toml"
+    assert drug.ectr["PD"].origin == "default.toml"
     assert drug.provenance() == (
         f"drug model: {path.resolve()} (overrides the shipped baclofen.toml)"
     )

@@ -84,9 +84,9 @@ def test_pool_command_on_published_cases(tmp_path):
     assert (out / "forest.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     q = summary["population"]["ratio_HD_normal"]
-    from dialyzability.outputs.report import fmt
+    from dialyzability.outputs.report import interval, median
 
-    assert f"at {fmt(q['median'])} (95 % HDI {fmt(q['hdi'][0])}–{fmt(q['hdi'][1])})" in report
+    assert f"at {median(q)} (95 % interval {interval(q)})" in report
 
 
 def test_pool_without_drug_choice_on_mixed_folder_is_an_error(tmp_path, capsys):

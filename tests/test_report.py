@@ -201,8 +201,8 @@ def test_pooled_report_numbers_equal_its_summary(pooled_free_dir):
         if c["modalities"]:
             key = "ratio" if len(c["modalities"]) == 1 else f"ratio_{c['modalities'][0]}"
             pooled, single = c["quantities"][key], c["unpooled_ratio"]
-            assert f"{fmt(pooled['median'])} ({interval(pooled)})" in row
-            assert f"{fmt(single['median'])} ({interval(single)})" in row
+            assert f"{median(pooled)} ({interval(pooled)})" in row
+            assert f"{median(single)} ({interval(single)})" in row
         else:
             cells = [x.strip() for x in row.strip("|").split("|")]
             assert "unpooled_ratio" not in c and cells[2:] == ["–", "–", "–"]

@@ -229,7 +229,7 @@ def answer_sentences(summary, case, drug: str) -> list[str]:
     if "hours_saved" in q and summary.threshold:
         h, a, b = q["hours_saved"], q["time_below_ectr"], q["time_below_no_ectr"]
         out.append(
-            f"With the sessions given, the level fell below {fmt(summary.threshold)} mg/L at "
+            f"With the sessions given, the level fell below {summary.threshold:g} mg/L at "
             f"{median(a)} h ({pct} {interval(a)}); without any ECTR it would have at "
             f"{median(b)} h ({pct} {interval(b)}): {median(h)} h "
             f"({pct} {interval(h)}) of toxicity saved."
@@ -422,7 +422,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
         f"kidney function {case.kidney_function}"
         + ("" if p.kidney_function else " (not reported; assumed)"),
         "threshold for the end of toxicity: "
-        + (f"{fmt(summary.threshold)} mg/L" if summary.threshold else "none (no hours saved)"),
+        + (f"{summary.threshold:g} mg/L" if summary.threshold else "none (no hours saved)"),
     ]
     b.append(Block("p", "Patient: " + "; ".join(facts) + "."))
     if summary.timings:

@@ -84,7 +84,7 @@ class Summary:
         import io
 
         columns = [
-            "name", "label", "unit", "interval", "mean", "median", "sd", "low", "high",
+            "name", "label", "unit", "interval", "mean", "median", "sd", "hdi_low", "hdi_high",
             "mcse_median", "prior_median", "prior_low", "prior_high", "width_ratio",
             "p_above_1", "p_above_1_mcse",
         ]  # fmt: skip
