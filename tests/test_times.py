@@ -1,0 +1,358 @@
+"""Times as people write them: dates and times since ``time_zero``, anchors to other events.
+
+A case written with dates and anchors loads into the same hours as its hours form; an anchor
+whose time is a range stays linked to it, in the design and in the model, draw by draw; every
+kind of bad time gets a CaseError naming the file, the block and the field.
+"""
+
+import copy
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from dialyzability.design import case_events, make_batch, structure
+from dialyzability.io.case import CaseError, Time, load_case, parse_case
+from dialyzability.io.drugs import load_drug
+
+from .conftest import CASES, LEE
+
+BORRAS = CASES / "borrasblasco2007-lithium.toml"
+ZERO = dt.datetime(2019, 3, 2, 8, 30)
+
+
+def at(hours: float) -> dt.datetime:
+    return ZERO + dt.timedelta(hours=hours)
+
+
+def blocks(case):
+    return {k: getattr(case, k) for k in ("doses", "concentrations", "urine", "sessions")}
+
+
+def test_dates_and_anchors_load_as_the_hours_form(lee_raw, write_case):
+    """The founding case written with dates, times and anchors to known times is the same case."""
+    raw = copy.deepcopy(lee_raw)
+    raw["time_zero"] = ZERO
+    raw["clock"] = "ingestion"
+    raw["doses"][0]["time_h"] = ZERO
+    raw["concentrations"][0]["time_h"] = "dose1 + 14"
+    raw["urine"][0]["start_h"] = [at(2), "level1"]
+    raw["sessions"][0]["start_h"] = ["level1", "level1 + 16 h"]
+    raw["sessions"][1]["start_h"] = [at(34), at(56)]
+    raw["sessions"][2]["start_h"] = ["dose1 + 3480 min", "2019-03-05T20:30:00"]  # ISO text too
+    case = load_case(write_case(raw))
+    assert blocks(case) == blocks(load_case(LEE))
+    assert case.time_zero == ZERO
+    assert case.to_json()["time_zero"] == "2019-03-02T08:30:00"
+
+
+def test_time_zero_with_utc_offsets(lee_raw, write_case):
+    tz = dt.timezone(dt.timedelta(hours=1))
+    lee_raw["time_zero"] = ZERO.replace(tzinfo=tz)
+    lee_raw["concentrations"][0]["time_h"] = at(13).replace(tzinfo=dt.UTC)  # 14 h in +01:00
+    assert load_case(write_case(lee_raw)).concentrations[0].time_h == Time(lo=14, hi=14)
+
+
+def test_offsets_relative_ranges_and_admission(lee_raw, write_case):
+    lee_raw["admission_h"] = 2
+    lee_raw["concentrations"].append({"time_h": "admission + 30 min", "value": "1 mg/L"})
+    lee_raw["concentrations"].append(
+        {"time_h": ["session1.end", "session1.end + 2"], "value": "0.5 mg/L"}
+    )
+    lee_raw["concentrations"].append({"time_h": "session1.start - 1", "value": "0.9 mg/L"})
+    case = load_case(write_case(lee_raw))
+    assert case.admission_h == Time(lo=2, hi=2)
+    assert case.concentrations[1].time_h == Time(lo=2.5, hi=2.5)  # a known anchor: hours
+    right_after = case.concentrations[2].time_h  # session 1 ends in [17, 33]
+    assert (right_after.lo, right_after.hi) == (17, 35)
+    assert (right_after.anchor, right_after.offset) == ("session1.end", (0, 2))
+    before = case.concentrations[3].time_h
+    assert (before.lo, before.hi, before.anchor, before.offset) == (
+        13,
+        29,
+        "session1.start",
+        (-1, -1),
+    )
+
+
+def test_anchored_time_keeps_the_hours_of_its_range(lee_raw, write_case):
+    """Anchored to a range, a time has the bounds of the same range in hours and the anchor."""
+    lee_raw["concentrations"].append({"time_h": "session2.end + 0.5", "value": "1 mg/L"})
+    case = load_case(write_case(lee_raw))
+    t = case.concentrations[1].time_h
+    assert (t.lo, t.hi) == (34 + 3 + 0.5, 56 + 3 + 0.5)
+    assert t.to_json() == {"anchor": "session2.end", "offset": 0.5, "range": [37.5, 59.5]}
+    # the anchor changes what the model is, so the compiled-model cache tells them apart
+    plain = copy.deepcopy(lee_raw)
+    plain["concentrations"][1]["time_h"] = [37.5, 59.5]
+    assert structure(case) != structure(load_case(write_case(plain, "plain.toml")))
+
+
+def test_borras_level_after_the_second_session_is_anchored():
+    case = load_case(BORRAS)
+    t = case.concentrations[4].time_h
+    assert (t.anchor, t.offset, t.lo, t.hi) == ("session2.end", (0, 1), 38, 86)
+    events, _, _ = case_events(case)
+    assert events.latent()["t_level5_offset"] == (0, 1)
+    assert "t_level5" not in events.latent()
+
+
+def test_window_end_anchored_to_its_own_start(lee_raw, write_case):
+    """``end_h = "session1.start + 3"`` is the same as ``duration_h = 3`` (no false 'ends before
+    it starts' although the start is a range)."""
+    del lee_raw["sessions"][0]["duration_h"]
+    lee_raw["sessions"][0]["end_h"] = "session1.start + 3"
+    case = load_case(write_case(lee_raw))
+    ref = load_case(LEE)
+    assert (case.sessions[0].end.lo, case.sessions[0].end.hi) == (17, 33)
+    events, _, _ = case_events(case)
+    base, offset, _ = events.links[events.labels.index("session1_end")]
+    assert events.labels[base] == "session1_start" and offset == Time(lo=3, hi=3)
+    want = case_events(ref)[0].resolve({k: 20.0 for k in case_events(ref)[0].latent()})
+    got = events.resolve({k: 20.0 for k in events.latent()})
+    np.testing.assert_allclose(got, want)
+
+
+def test_raw_with_dates_survives_json(lee_raw, write_case):
+    """A fit keeps the raw case as JSON (dates as text) and parses it again on load."""
+    lee_raw["time_zero"] = ZERO
+    lee_raw["concentrations"][0]["time_h"] = at(14)
+    case = load_case(write_case(lee_raw))
+    again = parse_case(json.loads(json.dumps(case.raw, default=str)), case.source)
+    assert blocks(again) == blocks(case) and again.time_zero == case.time_zero
+
+
+def _model_event_times(batch, timing):
+    """Event times exactly as the model forms them (model/build.py): the known times plus the
+    latent timings scattered into place, for every draw (rows of ``timing``)."""
+    rows, cols = batch.timing_scatter()
+    base = batch.data["event_time"].ravel()
+    out = np.repeat(base[None, :], len(timing), axis=0)
+    np.add.at(out, (slice(None), rows), timing[:, cols])
+    return out.reshape(len(timing), *batch.data["event_time"].shape)[:, 0, :]
+
+
+@pytest.mark.parametrize(
+    ("time_h", "offset"),
+    [(["session2.end", "session2.end + 1"], None), ("session2.end + 0.5", 0.5)],
+    ids=["range offset", "fixed offset"],
+)
+def test_model_moves_an_anchored_level_with_its_anchor(time_h, offset, write_case):
+    """On prior draws of the model's latent timings, the anchored level's event time minus the
+    anchor's is the offset, for every draw; so is it in the design's resolve (curves, plots)."""
+    import tomllib
+
+    import pymc as pm
+
+    from dialyzability.model.build import build_model
+
+    with BORRAS.open("rb") as fh:
+        raw = tomllib.load(fh)
+    raw["concentrations"][4]["time_h"] = time_h
+    case = load_case(write_case(raw, "borras.toml"))
+    model = build_model([case])
+    prior = pm.sample_prior_predictive(300, model=model.model, var_names=["timing"], random_seed=3)
+    timing = prior.prior["timing"].values.reshape(-1, len(model.batch.timings))
+    batch = model.batch
+    events = batch.events[0]
+    times = _model_event_times(batch, timing)
+    level, end = events.labels.index("level5"), events.labels.index("session2_end")
+    start = events.labels.index("session2_start")
+    names = list(events.latent())
+    diff = times[:, level] - times[:, end]
+    if offset is None:
+        np.testing.assert_allclose(diff, timing[:, names.index("t_level5_offset")], atol=1e-12)
+        assert diff.min() >= 0 and diff.max() <= 1 and diff.std() > 0.1
+    else:
+        np.testing.assert_allclose(diff, offset, atol=1e-12)
+    # the anchor itself moves (HD 2's start and length are latent), and the level with it
+    assert times[:, end].std() > 5
+    np.testing.assert_allclose(
+        times[:, end] - times[:, start], timing[:, names.index("t_session2_duration")], atol=1e-12
+    )
+    resolved = events.resolve({n: timing[:, k] for k, n in enumerate(names)})
+    np.testing.assert_allclose(resolved[level], times[:, level], atol=1e-12)
+
+
+def test_batch_of_anchored_cases_keeps_each_link(write_case, lee_raw):
+    """Pooled: each case's anchored event moves with its own anchor."""
+    lee_raw["concentrations"].append({"time_h": "session3.start - 1", "value": "1 mg/L"})
+    lee = load_case(write_case(lee_raw))
+    drug = load_drug("baclofen")
+    other = lee.model_copy(update={"id": "other"})
+    batch = make_batch([lee, other], drug)
+    rng = np.random.default_rng(0)
+    lo, hi = batch.data["timing_lo"], batch.data["timing_hi"]
+    timing = rng.uniform(lo, hi, size=(50, len(lo)))
+    rows, cols = batch.timing_scatter()
+    base = batch.data["event_time"].ravel()
+    out = np.repeat(base[None, :], 50, axis=0)
+    np.add.at(out, (slice(None), rows), timing[:, cols])
+    out = out.reshape(50, *batch.data["event_time"].shape)
+    labels = batch.events[0].labels
+    level, start = labels.index("level2"), labels.index("session3_start")
+    for c in range(2):
+        np.testing.assert_allclose(out[:, c, level] - out[:, c, start], -1.0, atol=1e-12)
+
+
+def _set(block, index, field, value):
+    def mutate(raw):
+        raw[block][index][field] = value
+
+    return mutate
+
+
+def _append_level(time_h):
+    def mutate(raw):
+        raw["concentrations"].append({"time_h": time_h, "value": "1 mg/L"})
+
+    return mutate
+
+
+def _both(*mutations):
+    def mutate(raw):
+        for m in mutations:
+            m(raw)
+
+    return mutate
+
+
+def _top(key, value):
+    def mutate(raw):
+        raw[key] = value
+
+    return mutate
+
+
+BAD = {
+    "unknown anchor number": (
+        _set("concentrations", 0, "time_h", "session9.end + 1"),
+        "[[concentrations]] #1",
+        "time_h",
+        r"unknown anchor 'session9.end'.*3 \[\[sessions\]\]",
+    ),
+    "unknown anchor name": (
+        _set("concentrations", 0, "time_h", "sesion1.end"),
+        "[[concentrations]] #1",
+        "time_h",
+        "unknown anchor 'sesion1.end'",
+    ),
+    "window without start or end": (
+        _set("concentrations", 0, "time_h", "session1 + 2"),
+        "[[concentrations]] #1",
+        "time_h",
+        "session1.start or session1.end",
+    ),
+    "level with a part": (
+        _append_level("level1.end"),
+        "[[concentrations]] #2",
+        "time_h",
+        "a level has one time",
+    ),
+    "admission without admission_h": (
+        _set("doses", 0, "time_h", "admission - 2"),
+        "[[doses]] #1",
+        "time_h",
+        "no admission_h",
+    ),
+    "cycle of levels": (
+        _both(_set("concentrations", 0, "time_h", "level2"), _append_level("level1 + 1")),
+        "[[concentrations]] #1",
+        "time_h",
+        "cycle: level2 -> level1 -> level2",
+    ),
+    "cycle through a duration": (
+        _set("sessions", 0, "start_h", "session1.end - 3"),
+        "[[sessions]] #1",
+        "start_h",
+        "cycle: session1.end -> session1.start -> session1.end",
+    ),
+    "date without time_zero": (
+        _set("doses", 0, "time_h", ZERO),
+        "[[doses]] #1",
+        "time_h",
+        "needs time_zero",
+    ),
+    "date before time_zero": (
+        _both(_top("time_zero", ZERO), _set("concentrations", 0, "time_h", at(-1))),
+        "[[concentrations]] #1",
+        "time_h",
+        "before time_zero",
+    ),
+    "naive and aware dates": (
+        _both(_top("time_zero", ZERO), _set("doses", 0, "time_h", at(1).replace(tzinfo=dt.UTC))),
+        "[[doses]] #1",
+        "time_h",
+        "UTC offset",
+    ),
+    "date only": (
+        _both(_top("time_zero", ZERO), _set("doses", 0, "time_h", dt.date(2019, 3, 2))),
+        "[[doses]] #1",
+        "time_h",
+        "time of day",
+    ),
+    "bad time_zero": (_top("time_zero", "yesterday"), "", "time_zero", "date and time"),
+    "malformed expression": (
+        _set("concentrations", 0, "time_h", "session1.end * 2"),
+        "[[concentrations]] #1",
+        "time_h",
+        "cannot read the time",
+    ),
+    "double sign": (
+        _set("concentrations", 0, "time_h", "session1.end + - 2"),
+        "[[concentrations]] #1",
+        "time_h",
+        "cannot read the offset",
+    ),
+    "offset of the wrong unit": (
+        _set("concentrations", 0, "time_h", "session1.end + 2 mg"),
+        "[[concentrations]] #1",
+        "time_h",
+        "cannot read the offset",
+    ),
+    "range across different anchors": (
+        _set("concentrations", 0, "time_h", ["session1.end", "session2.start"]),
+        "[[concentrations]] #1",
+        "time_h",
+        "same event",
+    ),
+    "range of an anchor and hours": (
+        _set("concentrations", 0, "time_h", ["session1.end", 40]),
+        "[[concentrations]] #1",
+        "time_h",
+        "same event",
+    ),
+    "anchored range lo > hi": (
+        _set("concentrations", 0, "time_h", ["session1.end + 2", "session1.end"]),
+        "[[concentrations]] #1",
+        "time_h",
+        "lo > hi",
+    ),
+    "anchored end before its start": (
+        _both(
+            _set("sessions", 0, "end_h", "session1.start - 1"),
+            lambda raw: raw["sessions"][0].pop("duration_h"),
+        ),
+        "[[sessions]] #1",
+        "end_h",
+        "ends before it starts",
+    ),
+    "anchor to a bad time": (
+        _both(_set("doses", 0, "time_h", "noon"), _set("concentrations", 0, "time_h", "dose1")),
+        "[[doses]] #1",
+        "time_h",
+        "unknown anchor 'noon'",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_times_are_rejected(kind, lee_raw, write_case):
+    mutate, block, field, match = BAD[kind]
+    mutate(lee_raw)
+    path = write_case(lee_raw)
+    with pytest.raises(CaseError, match=match) as info:
+        load_case(path)
+    assert (info.value.block, info.value.field) == (block, field)
+    assert str(path) in str(info.value)
