@@ -405,6 +405,10 @@ def _table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, float | Non
     return header, rows
 
 
+def _shown(x: float | None) -> str:
+    return "nothing" if x is None else f"{x:g}"
+
+
 def _get(row: dict[str, float | None], column: str, default: float | None = None) -> float | None:
     value = row.get(column)
     return default if value is None else value
@@ -425,8 +429,9 @@ def _code(path, n, row, column, codes: dict[str, int]) -> str | None:
 def _integer(path, n, row, column) -> int:
     value = _get(row, column)
     if value is None or value != int(value) or value < 1 or value > 1e9:
-        shown = "nothing" if value is None else f"{value:g}"
-        raise NonmemError(path, f"must be a whole number from 1, got {shown}", f"row {n}", column)
+        raise NonmemError(
+            path, f"must be a whole number from 1, got {_shown(value)}", f"row {n}", column
+        )
     return int(value)
 
 
@@ -473,7 +478,10 @@ def _case_raw(path: Path, number: int, rows, identity: dict[str, Any], drug: str
         if evid == 1:
             if cmt not in (DEPOT, CENTRAL):
                 raise NonmemError(
-                    path, f"a dose goes to CMT 1 (oral) or 2 (iv), got {cmt}", f"row {n}", "CMT"
+                    path,
+                    f"a dose goes to CMT 1 (oral) or 2 (iv), got {_shown(cmt)}",
+                    f"row {n}",
+                    "CMT",
                 )
             if _get(row, "RATE", 0) != 0:
                 raise NonmemError(path, "infusions are not supported (RATE 0)", f"row {n}", "RATE")
@@ -547,17 +555,16 @@ def _case_raw(path: Path, number: int, rows, identity: dict[str, Any], drug: str
             else:
                 raise NonmemError(
                     path,
-                    f"an observation of CMT {cmt:g} with DVID "
-                    f"{'none' if dvid is None else f'{dvid:g}'} is not a level (CMT 2, DVID 1), "
+                    f"an observation of CMT {_shown(cmt)} with DVID "
+                    f"{_shown(dvid)} is not a level (CMT 2, DVID 1), "
                     "urine (CMT 3, DVID 2) or effluent (CMT 4, DVID 3 or 4)",
                     f"row {n}",
                     "CMT",
                 )
         else:
-            shown = "nothing" if evid is None else f"{evid:g}"
             raise NonmemError(
                 path,
-                f"EVID must be 0, 1 or 2 (resets are not supported), got {shown}",
+                f"EVID must be 0, 1 or 2 (resets are not supported), got {_shown(evid)}",
                 f"row {n}",
                 "EVID",
             )
