@@ -356,3 +356,181 @@ def test_bad_times_are_rejected(kind, lee_raw, write_case):
         load_case(path)
     assert (info.value.block, info.value.field) == (block, field)
     assert str(path) in str(info.value)
+
+
+def test_window_and_its_end_on_one_anchor(lee_raw, write_case):
+    """Start and end both anchored to a latent time: ordered by their offsets."""
+    lee_raw["sessions"][1]["start_h"] = "session1.end + 1"
+    del lee_raw["sessions"][1]["duration_h"]
+    lee_raw["sessions"][1]["end_h"] = "session1.end + 4"
+    case = load_case(write_case(lee_raw))
+    events, _, _ = case_events(case)
+    got = events.resolve({k: 20.0 for k in events.latent()})
+    where = {label: i for i, label in enumerate(events.labels)}
+    assert got[where["session2_end"]] - got[where["session2_start"]] == 3
+    lee_raw["sessions"][1]["end_h"] = "session1.end + 0.5"
+    with pytest.raises(CaseError, match="ends before it starts"):
+        load_case(write_case(lee_raw, "bad.toml"))
+
+
+def test_a_very_long_chain_of_anchors_is_an_error_not_a_crash(lee_raw, write_case):
+    n = 500
+    lee_raw["concentrations"] = [
+        {"time_h": f"level{i + 2} - 0.01", "value": "1 mg/L"} for i in range(n - 1)
+    ] + [{"time_h": "session1.start", "value": "1 mg/L"}]
+    with pytest.raises(CaseError, match=r"nested too deeply|cycle") as info:
+        load_case(write_case(lee_raw))
+    assert info.value.block.startswith("[[concentrations]]")
+
+
+# ------------------------------------------------------------------ random times, any outcome
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EVENTS = st.sampled_from(
+    [
+        "dose1",
+        "dose2",
+        "level1",
+        "level2",
+        "level3",
+        "urine1.start",
+        "urine1.end",
+        "session1.start",
+        "session1.end",
+        "session2.start",
+        "session2.end",
+        "session3.end",
+        "session4.start",
+        "session1",
+        "level1.end",
+        "admission",
+        "Dose1",
+        "sesion1.end",
+        "level0",
+    ]
+)
+_OFFSETS = st.sampled_from(
+    [
+        "",
+        " + 0.5",
+        " - 1",
+        "+2",
+        " + 30 min",
+        " + 1 d",
+        " + x",
+        " * 2",
+        " + nan",
+        " - -1",
+        " + 1e400",
+        "+ 2 mg",
+    ]
+)
+_VALID = st.builds(
+    lambda e, o: e + o,
+    st.sampled_from(
+        [
+            "urine1.start",
+            "urine1.end",
+            "session1.start",
+            "session1.end",
+            "session2.start",
+            "session2.end",
+            "session3.start",
+            "level1",
+            "dose1",
+        ]
+    ),
+    st.sampled_from(["", " + 0.5", " - 1", " + 30 min", " + 2"]),
+)
+_POINTS = st.one_of(
+    _VALID,
+    _VALID,
+    _VALID,
+    st.integers(-5, 100),
+    st.floats(-5, 100),
+    st.builds(lambda e, o: e + o, _EVENTS, _OFFSETS),
+    st.integers(-48, 200).map(at),
+    st.integers(-48, 200).map(lambda h: at(h).isoformat()),
+    st.just(dt.date(2019, 3, 2)),
+    st.text(max_size=6),
+)
+_TIMES = st.one_of(_POINTS, st.lists(_POINTS, min_size=1, max_size=3))
+_FIELDS = [
+    ("doses", 0, "time_h"),
+    ("concentrations", 0, "time_h"),
+    ("urine", 0, "start_h"),
+    ("sessions", 0, "start_h"),
+    ("sessions", 1, "start_h"),
+    ("sessions", 2, "start_h"),
+    ("sessions", 1, "end_h"),
+    ("concentrations", 1, "time_h"),
+    (None, None, "admission_h"),
+]
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    edits=st.lists(st.tuples(st.sampled_from(_FIELDS), _TIMES), min_size=1, max_size=4),
+    zero=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_times_load_or_fail_cleanly_and_anchors_hold(edits, zero, seed, tmp_path_factory):
+    """Any written time gives a CaseError naming the file, or a case whose design keeps every
+    anchored event at its anchor plus its offset, in the design and in the model's scatter."""
+    import tomllib
+
+    import tomli_w
+
+    with LEE.open("rb") as fh:
+        raw = tomllib.load(fh)
+    raw["concentrations"].append({"time_h": 40, "value": "0.3 mg/L"})
+    if zero:
+        raw["time_zero"] = ZERO
+    for (block, index, field), value in edits:
+        if block is None:
+            raw[field] = value
+            continue
+        entry = raw[block][index]
+        entry[field] = value
+        if field == "end_h":
+            entry.pop("duration_h", None)
+    path = tmp_path_factory.mktemp("times") / "case.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    try:
+        case = load_case(path)
+    except CaseError as exc:
+        assert str(path) in str(exc)
+        return
+    events, _, _ = case_events(case)
+    where = {label: i for i, label in enumerate(events.labels)}
+    latent = events.latent()
+    rng = np.random.default_rng(seed)
+    values = {k: rng.uniform(lo, hi, 64) for k, (lo, hi) in latent.items()}
+    times = events.resolve(values)
+    for i, t in enumerate(events.times):
+        lo, hi = t.lo, t.hi
+        assert np.all(np.asarray(times[i]) >= lo - 1e-9) and np.all(
+            np.asarray(times[i]) <= hi + 1e-9
+        )
+        if t.anchor is not None:
+            base = where[t.anchor.replace(".", "_")]
+            diff = np.asarray(times[i]) - np.asarray(times[base])
+            assert np.all(diff >= t.offset[0] - 1e-9) and np.all(diff <= t.offset[1] + 1e-9)
+            if t.offset[0] == t.offset[1]:
+                np.testing.assert_allclose(diff, t.offset[0], atol=1e-9)
+    batch = make_batch([case], load_drug("baclofen"))
+    timing = (
+        np.stack([values[name] for _, name in batch.timings], axis=1)
+        if batch.timings
+        else (np.zeros((64, 0)))
+    )
+    model_times = _model_event_times(batch, timing)
+    for i in range(len(events.times)):
+        np.testing.assert_allclose(model_times[:, i], np.broadcast_to(times[i], 64), atol=1e-9)

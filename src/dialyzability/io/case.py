@@ -712,12 +712,20 @@ def _check_consistency(case: Case, path: str | Path) -> None:
             if w.end_h is not None and w.duration_h is not None:
                 raise CaseError(path, "give end_h or duration_h, not both", block, "duration_h")
             own_start = f"{name.removesuffix('s')}{i}.start"
-            if w.end_h is not None and w.end_h.anchor == own_start:
-                assert w.end_h.offset is not None
-                if w.end_h.offset[0] <= 0:
+            end = w.end_h
+            if (
+                end is not None
+                and end.anchor is not None
+                and end.offset is not None
+                and (end.anchor == own_start or end.anchor == w.start_h.anchor)
+            ):
+                # tied to the start, or to the same event as the start: compare the offsets
+                start_offset = w.start_h.offset or (0.0, 0.0)
+                after = 0.0 if end.anchor == own_start else start_offset[1]
+                if end.offset[0] <= after:
                     raise CaseError(
                         path,
-                        f"ends before it starts (end_h = {w.end_h.offset_text})",
+                        f"ends before it starts (end {w.end_h}, start {w.start_h})",
                         block,
                         "end_h",
                     )
@@ -725,7 +733,8 @@ def _check_consistency(case: Case, path: str | Path) -> None:
                 raise CaseError(
                     path,
                     f"ends before it starts (end {w.end_h}, start {w.start_h}); when the start "
-                    "is a range, give duration_h instead of end_h",
+                    "is a range, give duration_h instead of end_h (or anchor the end to the "
+                    f'start: "{own_start} + 3")',
                     block,
                     "end_h",
                 )
