@@ -168,6 +168,8 @@ _EXPRESSION = re.compile(
 _EVENT = re.compile(r"^(?P<kind>[a-z_]+?)(?P<number>[0-9]+)?(?:\.(?P<part>[a-z_]+))?$")
 _DATE = re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MAX_EXPRESSION = 200
+#: the longest chain of anchors (a time anchored to a time anchored to ...)
+_MAX_DEPTH = 50
 
 
 class _Cycle(ValueError):
@@ -322,6 +324,8 @@ class _Clock:
         if name in self._stack:
             loop = " -> ".join([*self._stack[self._stack.index(name) :], name])
             raise _Cycle(f"anchors form a cycle: {loop}")
+        if len(self._stack) >= _MAX_DEPTH:
+            raise _Cycle(f"anchors are nested too deeply (more than {_MAX_DEPTH} in a chain)")
         self._stack.append(name)
         try:
             time = self._event_time(name)
