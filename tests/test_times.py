@@ -544,3 +544,30 @@ def test_random_times_load_or_fail_cleanly_and_anchors_hold(edits, zero, seed, t
     model_times = _model_event_times(batch, timing)
     for i in range(len(events.times)):
         np.testing.assert_allclose(model_times[:, i], np.broadcast_to(times[i], 64), atol=1e-9)
+
+
+def test_model_graph_predicts_the_anchored_level_at_the_linked_time():
+    """The compiled model's predicted levels, at a random point, are the array form's at the
+    events resolved by the design (the anchored level at HD 2's end plus its offset)."""
+    from dialyzability.design import BatchDesign
+    from dialyzability.model.build import build_model
+    from dialyzability.pk.closed_form import solve_batch
+
+    case = load_case(BORRAS)
+    model = build_model([case]).model
+    names = ["volume", "cl_renal", "cl_nonrenal", "ka", "bioavailability", "a0"]
+    outputs = [*names, "pred_level", "cl_ectr", "timing"]
+    graphs = model.replace_rvs_by_values([model[n] for n in outputs])
+    f = model.compile_fn(graphs, inputs=model.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(11)
+    point = {k: rng.normal(0, 0.5, np.shape(v)) for k, v in model.initial_point().items()}
+    got = dict(zip(outputs, f(point), strict=True))
+    events, design, _ = case_events(case)
+    latent = dict(zip(events.latent(), got["timing"], strict=True))
+    times = np.array([events.resolve(latent)], dtype=float)
+    where = {label: i for i, label in enumerate(events.labels)}
+    offset = times[0, where["level5"]] - times[0, where["session2_end"]]
+    assert offset == pytest.approx(latent["t_level5_offset"]) and 0 <= offset <= 1
+    p = [got[n] for n in names]
+    out = solve_batch(times, BatchDesign.stack([design]), p[0], p[1] + p[2], got["cl_ectr"], *p[3:])
+    np.testing.assert_allclose(got["pred_level"], out["conc"][0], rtol=1e-10)
