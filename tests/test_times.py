@@ -571,3 +571,18 @@ def test_model_graph_predicts_the_anchored_level_at_the_linked_time():
     p = [got[n] for n in names]
     out = solve_batch(times, BatchDesign.stack([design]), p[0], p[1] + p[2], got["cl_ectr"], *p[3:])
     np.testing.assert_allclose(got["pred_level"], out["conc"][0], rtol=1e-10)
+
+
+def test_a_level_anchored_to_a_vague_admission_moves_with_it(lee_raw, write_case):
+    lee_raw["admission_h"] = [1, 3]
+    lee_raw["concentrations"].append({"time_h": "admission + 0.5", "value": "1 mg/L"})
+    case = load_case(write_case(lee_raw))
+    events, _, _ = case_events(case)
+    assert events.latent()["t_admission"] == (1, 3)
+    times = events.resolve({k: np.linspace(lo, hi, 5) for k, (lo, hi) in events.latent().items()})
+    where = {label: i for i, label in enumerate(events.labels)}
+    np.testing.assert_allclose(times[where["level2"]] - times[where["admission"]], 0.5)
+    # without anything anchored to it, admission is no event of the model
+    del lee_raw["concentrations"][1]
+    events, _, _ = case_events(load_case(write_case(lee_raw, "plain.toml")))
+    assert "admission" not in events.labels
