@@ -119,6 +119,18 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from dialyzability.io.case import load_cases
+    from dialyzability.io.nonmem import write_nonmem
+
+    cases = load_cases(args.cases)
+    paths = write_nonmem(cases, args.nonmem)
+    rows = sum(1 for _ in paths[0].open(encoding="utf-8")) - 1
+    print(f"wrote {paths[0]} ({len(cases)} case(s), {rows} rows)")
+    print(f"  data dictionary {paths[1]}; case ids and time ranges {paths[2]}")
+    return 0
+
+
 def _threshold(text: str | None, case) -> float | None:
     """A --threshold such as "0.4 mg/L" in mg/L (molar units via the drug's molar mass)."""
     if text is None:
@@ -507,6 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     drugs.add_argument("--json", action="store_true", help="print JSON for machines")
     _models_option(drugs)
     drugs.set_defaults(func=_drugs)
+
+    export = sub.add_parser(
+        "export",
+        help="write cases as a NONMEM-style dataset (CSV, data dictionary, comments)",
+        description="Write the cases as a NONMEM-style dataset FILE.csv (ID, TIME, AMT, RATE, "
+        "DV, EVID, MDV, CMT, DVID, BLQ, LLOQ, TSTART, ... one row per event, ID 1, 2, ... in "
+        "the order given), its data dictionary FILE.dictionary.csv and FILE.txt (the case ids "
+        "and the time ranges, which are written at their midpoint).",
+    )
+    export.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="case files or folders")
+    export.add_argument(
+        "--nonmem", type=Path, required=True, metavar="FILE.csv", help="the dataset to write"
+    )
+    _models_option(export)
+    export.set_defaults(func=_export)
 
     return parser
 

@@ -127,16 +127,27 @@ def session_name(number: int) -> str:
 
 @dataclass
 class Events:
-    """Event times of a case: fixed values and latent ranges, with labels."""
+    """Event times of a case: fixed values and latent ranges, with labels.
+
+    An event may be linked to another (``links``): its time is the other's plus an offset, known
+    or latent. A window's end given by a duration is linked to its start; a time anchored to
+    an event whose time is a range (``Time.anchor``) is linked to that event, so the two move
+    together in the model.
+    """
 
     labels: list[str] = field(default_factory=list)
     times: list[Time] = field(default_factory=list)
-    durations: dict[int, tuple[int, Time]] = field(default_factory=dict)
+    #: event -> (base event, offset, name of the offset's latent variable when it is a range)
+    links: dict[int, tuple[int, Time, str]] = field(default_factory=dict)
 
     def add(self, label: str, time: Time) -> int:
         self.labels.append(label)
         self.times.append(time)
         return len(self.labels) - 1
+
+    def link(self, event: int, base: int, offset: Time, name: str) -> None:
+        """Make ``event``'s time ``base``'s plus ``offset`` (latent ``name`` if a range)."""
+        self.links[event] = (base, offset, name)
 
     def add_end(self, label: str, start: int, end: Time | None, duration: Time | None) -> int:
         """An end event: its own time (``end``), or ``start`` + ``duration``."""
@@ -144,16 +155,14 @@ class Events:
             return self.add(label, end)
         assert duration is not None
         index = self.add(label, self.times[start] + duration)
-        self.durations[index] = (start, duration)
+        self.link(index, start, duration, f"t_{label.removesuffix('_end')}_duration")
         return index
 
     def _name(self, i: int) -> str | None:
-        """Name of the latent variable behind event ``i`` (its time or its duration), if any."""
-        if i in self.durations:
-            duration = self.durations[i][1]
-            return (
-                f"t_{self.labels[i].removesuffix('_end')}_duration" if duration.is_range else None
-            )
+        """Name of the latent variable behind event ``i`` (its time or its offset), if any."""
+        if i in self.links:
+            _, offset, name = self.links[i]
+            return name if offset.is_range else None
         return f"t_{self.labels[i]}" if self.times[i].is_range else None
 
     def latent(self) -> dict[str, tuple[float, float]]:
@@ -162,17 +171,17 @@ class Events:
         for i in range(len(self.labels)):
             name = self._name(i)
             if name is not None:
-                t = self.durations[i][1] if i in self.durations else self.times[i]
+                t = self.links[i][1] if i in self.links else self.times[i]
                 out[name] = (t.lo, t.hi)
         return out
 
     def constants(self) -> np.ndarray:
-        """Per event, the known number behind it (h): its time, or for an end given by a known
-        duration that duration; 0 where the number is latent."""
+        """Per event, the known number behind it (h): its time, or for a linked event its known
+        offset; 0 where the number is latent."""
         out = np.zeros(len(self.labels))
         for i, t in enumerate(self.times):
             if self._name(i) is None:
-                out[i] = self.durations[i][1].lo if i in self.durations else t.lo
+                out[i] = self.links[i][1].lo if i in self.links else t.lo
         return out
 
     def resolve(self, values: dict, xp=np, constants=None) -> list:
@@ -181,17 +190,28 @@ class Events:
         ``values`` maps the names of :meth:`latent` to scalars, arrays of draws or tensors; the
         result is a list with one entry per event, broadcasting like the values. ``constants``
         (default :meth:`constants`) may be a tensor, so that a compiled model takes the known
-        times as data.
+        times as data. A linked event is its base's time plus its offset.
         """
         constants = self.constants() if constants is None else constants
-        times: list = []
-        for i in range(len(self.times)):
-            name = self._name(i)
-            value = values[name] if name is not None else constants[i]
-            if i in self.durations:
-                value = times[self.durations[i][0]] + value
-            times.append(value)
-        return times
+        times: dict[int, object] = {}
+
+        def time(i: int, depth: int = 0):
+            if i not in times:
+                if depth > len(self.times):
+                    raise ValueError(f"events linked in a cycle at {self.labels[i]}")
+                name = self._name(i)
+                value = values[name] if name is not None else constants[i]
+                if i in self.links:
+                    value = time(self.links[i][0], depth + 1) + value
+                times[i] = value
+            return times[i]
+
+        return [time(i) for i in range(len(self.times))]
+
+
+def anchor_label(anchor: str) -> str:
+    """The event label of an anchor as a file writes it (``session2.end`` → ``session2_end``)."""
+    return anchor.replace(".", "_")
 
 
 def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
@@ -217,6 +237,14 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     for i, x in enumerate(case.sessions, 1):
         s = ev.add(f"{session_name(i)}_start", x.start_h)
         sessions.append((s, ev.add_end(f"{session_name(i)}_end", s, x.end_h, x.duration_h)))
+    anchored = [t for t in ev.times if t.anchor is not None]
+    if case.admission_h is not None and any(t.anchor == "admission" for t in anchored):
+        ev.add("admission", case.admission_h)  # a latent admission that other times move with
+    where = {label: i for i, label in enumerate(ev.labels)}
+    for i, t in enumerate(ev.times):
+        if t.anchor is not None and t.offset is not None:
+            offset = Time(lo=t.offset[0], hi=t.offset[1])
+            ev.link(i, where[anchor_label(t.anchor)], offset, f"t_{ev.labels[i]}_offset")
     modalities = case.modalities
     design = Design(
         n_events=len(ev.labels),
@@ -257,7 +285,7 @@ def structure(case: Case) -> dict:
         return repr(type(obj))
 
     out = blank(case.to_json())
-    for key in ("id", "reference", "doi", "clock", "notes"):  # free text
+    for key in ("id", "reference", "doi", "clock", "notes", "time_zero"):  # free text
         out.pop(key, None)
     return out
 

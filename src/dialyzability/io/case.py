@@ -7,10 +7,16 @@ vaguely is a range ``[lo, hi]``, kept as a :class:`Time` so the model can treat 
 
 Every problem is reported as a :class:`CaseError` naming the file, the block (with its index) and
 the field. Input files are only read, never written.
+
+Times may be written as people write them (see :class:`_Clock`): TOML dates and times (hours
+since the case's ``time_zero``) and anchors to other events of the case (``"session2.end + 0.5"``,
+``"dose1"``, ``["level3", "level3 + 2"]``). An anchored time keeps its anchor when the anchor's own
+time is a range, so that the model moves it with the anchor.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import tomllib
@@ -58,11 +64,18 @@ class Time(BaseModel):
 
     A range means the report does not give the time exactly; the model treats it as uniform
     on ``[lo, hi]``.
+
+    An anchored time (``anchor`` set, e.g. ``"session2.end"``) is the anchor event's time plus
+    ``offset`` (hours; a range ``(lo, hi)`` when the offset is itself vague). It is kept only
+    when the anchor's time is a range: the model then moves this time with the anchor; ``lo`` and
+    ``hi`` are the bounds it can take. An anchor whose time is known is resolved to hours.
     """
 
     model_config = ConfigDict(frozen=True)
     lo: float
     hi: float
+    anchor: str | None = None
+    offset: tuple[float, float] | None = None
 
     @property
     def is_range(self) -> bool:
@@ -75,10 +88,32 @@ class Time(BaseModel):
     def __add__(self, other: Time) -> Time:
         return Time(lo=self.lo + other.lo, hi=self.hi + other.hi)
 
-    def __str__(self) -> str:
-        return f"{self.lo:g}-{self.hi:g} h (range)" if self.is_range else f"{self.lo:g} h"
+    @property
+    def offset_text(self) -> str:
+        """The anchored form, e.g. ``"session2.end + 0.5"`` (empty when not anchored)."""
+        if self.anchor is None or self.offset is None:
+            return ""
+        lo, hi = self.offset
+        if lo == hi:
+            return self.anchor if lo == 0 else f"{self.anchor} {'+-'[lo < 0]} {abs(lo):g}"
+        return f"{self.anchor} + [{lo:g}, {hi:g}]"
 
-    def to_json(self) -> float | list[float]:
+    def __str__(self) -> str:
+        text = f"{self.lo:g}-{self.hi:g} h" if self.is_range else f"{self.lo:g} h"
+        if self.anchor is not None:
+            return f"{text} ({self.offset_text})"
+        return f"{text} (range)" if self.is_range else text
+
+    def to_json(self) -> float | list[float] | dict[str, Any]:
+        """Hours (a number, or ``[lo, hi]`` for a range); an anchored time as
+        ``{"anchor", "offset", "range"}``."""
+        if self.anchor is not None and self.offset is not None:
+            lo, hi = self.offset
+            return {
+                "anchor": self.anchor,
+                "offset": [lo, hi] if hi > lo else lo,
+                "range": [self.lo, self.hi],
+            }
         return [self.lo, self.hi] if self.is_range else self.lo
 
 
@@ -111,6 +146,257 @@ def _time(x: Any, positive: bool = False) -> Time:
     return Time(lo=lo, hi=hi)
 
 
+# ---------------------------------------------------------------- times as people write them
+
+#: the blocks whose entries can be anchors, by the anchor's name: (block, time fields)
+ANCHOR_BLOCKS: dict[str, str] = {
+    "dose": "doses",
+    "level": "concentrations",
+    "urine": "urine",
+    "session": "sessions",
+}
+_WINDOWS = ("urine", "session")
+_ANCHOR_HELP = (
+    "anchors are doseN, levelN, urineN.start, urineN.end, sessionN.start, sessionN.end "
+    "(N from 1, in the file's order) and admission, with an optional offset in hours: "
+    '"session2.end + 0.5", "session1.start - 1", "dose1 + 30 min"'
+)
+_EXPRESSION = re.compile(
+    r"^\s*(?P<event>[A-Za-z_]+[0-9]*(?:\.[A-Za-z_]+)?)\s*"
+    r"(?:(?P<sign>[+-])\s*(?P<offset>\S.*?))?\s*$"
+)
+_EVENT = re.compile(r"^(?P<kind>[a-z_]+?)(?P<number>[0-9]+)?(?:\.(?P<part>[a-z_]+))?$")
+_DATE = re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MAX_EXPRESSION = 200
+#: the longest chain of anchors (a time anchored to a time anchored to ...)
+_MAX_DEPTH = 50
+
+
+class _Cycle(ValueError):
+    """Anchors that refer to each other in a loop (reported as is, never wrapped)."""
+
+
+def _date_time(x: Any, what: str) -> dt.datetime:
+    """A TOML date-time, or the same written as an ISO 8601 string (as JSON keeps it)."""
+    if isinstance(x, str) and _DATE.match(x):
+        try:
+            x = dt.datetime.fromisoformat(x.strip())
+        except ValueError:
+            raise ValueError(f"{what}: cannot read {x!r:.60} as a date and time") from None
+    if isinstance(x, dt.datetime):
+        return x
+    if isinstance(x, dt.date | dt.time):
+        raise ValueError(
+            f"{what} must be a date with a time of day (e.g. 2019-03-02T08:30), got {x}"
+        )
+    raise ValueError(f"{what} must be a date and time (e.g. 2019-03-02T08:30), got {x!r:.60}")
+
+
+def _time_zero(x: Any) -> dt.datetime:
+    return _date_time(x, "time_zero")
+
+
+class _Clock:
+    """The time fields of one raw case: hours, ranges, dates and times, anchors.
+
+    A time point is a number of hours, a TOML date-time (hours since ``time_zero``) or an
+    expression ``EVENT [+|- OFFSET]`` naming another event of the case (see ``_ANCHOR_HELP``);
+    a time is a point or a range ``[point, point]``. :meth:`parse` turns one into a
+    :class:`Time`: an anchor whose own time is known is resolved to hours; one whose time is a
+    range is kept (``Time.anchor``), with the offset, so that the model moves the two together.
+    The two ends of a range must then share the anchor.
+    """
+
+    def __init__(self, raw: dict[str, Any]):
+        self.raw = raw
+        self._memo: dict[str, Time] = {}
+        self._stack: list[str] = []
+
+    # -- points
+
+    def _zero(self) -> dt.datetime:
+        if "time_zero" not in self.raw:
+            raise ValueError(
+                "a date and time needs time_zero (the date and time of the clock's zero, e.g. "
+                'time_zero = 2019-03-02T08:30 with clock = "ingestion") at the top of the file'
+            )
+        try:
+            return _time_zero(self.raw["time_zero"])
+        except ValueError as exc:
+            raise ValueError(f"a date and time needs a valid time_zero ({exc})") from None
+
+    def _hours(self, when: dt.datetime) -> float:
+        zero = self._zero()
+        if (when.tzinfo is None) != (zero.tzinfo is None):
+            raise ValueError(
+                f"{when.isoformat()} and time_zero {zero.isoformat()}: give both with a UTC "
+                "offset (e.g. +01:00) or neither"
+            )
+        hours = (when - zero).total_seconds() / 3600
+        if hours < 0:
+            raise ValueError(
+                f"{when.isoformat()} is before time_zero ({zero.isoformat()}); times are hours "
+                "since time_zero, so give an earlier time_zero"
+            )
+        return hours
+
+    def _point(self, x: Any) -> tuple[str | None, float]:
+        """(anchor or None, hours after it) of one time point."""
+        if isinstance(x, bool):
+            raise ValueError(f"a time must be a number of hours, got {x!r}")
+        if isinstance(x, int | float):
+            return None, _number(x, "a time")
+        if isinstance(x, dt.date | dt.time) or (isinstance(x, str) and _DATE.match(x)):
+            return None, self._hours(_date_time(x, "a time"))
+        if isinstance(x, str):
+            return self._expression(x)
+        raise ValueError(
+            f"a time must be a number of hours, a date and time, or an anchor such as "
+            f'"session2.end + 0.5", got {x!r:.60}'
+        )
+
+    def _expression(self, text: str) -> tuple[str | None, float]:
+        m = _EXPRESSION.match(text) if len(text) <= _MAX_EXPRESSION else None
+        if m is None:
+            raise ValueError(
+                f"cannot read the time {text!r:.60}: a time is a number of hours, a date and "
+                f"time, or an anchor; {_ANCHOR_HELP}"
+            )
+        event = self._event_name(m["event"])
+        offset = 0.0
+        if m["offset"] is not None:
+            try:
+                offset = _number(float(m["offset"]), "an offset")
+            except ValueError:
+                try:
+                    offset = parse_quantity(m["offset"], "time")
+                except UnitError:
+                    raise ValueError(
+                        f"cannot read the offset {m['offset']!r:.40} in {text!r:.60}: give hours "
+                        '("session2.end + 0.5") or a time with a unit ("+ 30 min")'
+                    ) from None
+            offset = -offset if m["sign"] == "-" else offset
+        anchor = self.event(event)
+        if not anchor.is_range:
+            return None, anchor.lo + offset
+        return event, offset
+
+    def _event_name(self, text: str) -> str:
+        """The canonical name of an anchor (``session2.end``), checked against the case."""
+        m = _EVENT.match(text.lower())
+        kind = m["kind"] if m else ""
+        if m and kind == "admission" and m["number"] is None and m["part"] is None:
+            if not isinstance(self.raw, dict) or "admission_h" not in self.raw:
+                raise ValueError(
+                    "unknown anchor 'admission': the case gives no admission_h (the admission "
+                    "time on the case's clock)"
+                )
+            return "admission"
+        if m is None or kind not in ANCHOR_BLOCKS or m["number"] is None:
+            raise ValueError(
+                f"unknown anchor {text!r:.40}: a time is a number of hours, a date and time, or "
+                f"an anchor; {_ANCHOR_HELP}"
+            )
+        number, part = int(m["number"]), m["part"]
+        block = ANCHOR_BLOCKS[kind]
+        entries = self.raw.get(block)
+        count = len(entries) if isinstance(entries, list) else 0
+        if not 1 <= number <= count:
+            raise ValueError(
+                f"unknown anchor {text!r:.40}: the case has {count} [[{block}]] "
+                f"(numbered from 1 in the file's order)"
+            )
+        if kind in _WINDOWS and part not in ("start", "end"):
+            raise ValueError(
+                f"anchor {text!r:.40} names a window: write {kind}{number}.start or "
+                f"{kind}{number}.end"
+            )
+        if kind not in _WINDOWS and part is not None:
+            raise ValueError(f"anchor {text!r:.40}: a {kind} has one time, write {kind}{number}")
+        return f"{kind}{number}" + (f".{part}" if part else "")
+
+    # -- events
+
+    def event(self, name: str) -> Time:
+        """The time of the event ``name`` (a canonical anchor name)."""
+        if name in self._memo:
+            return self._memo[name]
+        if name in self._stack:
+            loop = " -> ".join([*self._stack[self._stack.index(name) :], name])
+            raise _Cycle(f"anchors form a cycle: {loop}")
+        if len(self._stack) >= _MAX_DEPTH:
+            raise _Cycle(f"anchors are nested too deeply (more than {_MAX_DEPTH} in a chain)")
+        self._stack.append(name)
+        try:
+            time = self._event_time(name)
+        except _Cycle:
+            raise
+        except RecursionError:
+            raise _Cycle("anchors are nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(f"anchor {name!r}: its own time is not valid ({exc})") from None
+        finally:
+            self._stack.pop()
+        self._memo[name] = time
+        return time
+
+    def _event_time(self, name: str) -> Time:
+        if name == "admission":
+            return self.parse(self.raw["admission_h"])
+        m = _EVENT.match(name)
+        assert m is not None
+        kind, index, part = m["kind"], int(m["number"]) - 1, m["part"]
+        entry = self.raw[ANCHOR_BLOCKS[kind]][index]
+        if not isinstance(entry, dict):
+            raise ValueError("its block is not a table")
+        if kind not in _WINDOWS:
+            if "time_h" not in entry:
+                raise ValueError("it has no time_h")
+            return self.parse(entry["time_h"])
+        if part == "start" or "end_h" in entry:
+            field = "start_h" if part == "start" else "end_h"
+            if field not in entry:
+                raise ValueError(f"it has no {field}")
+            return self.parse(entry[field])
+        if "duration_h" not in entry:
+            raise ValueError("it has no end_h or duration_h")
+        return self.event(f"{kind}{index + 1}.start") + _time(entry["duration_h"], positive=True)
+
+    # -- times
+
+    def parse(self, x: Any) -> Time:
+        """A :class:`Time` from what the file gives (raises ValueError)."""
+        if isinstance(x, Time):
+            return x
+        if not isinstance(x, list):
+            anchor, offset = self._point(x)
+            return self._make(anchor, offset, offset)
+        if len(x) != 2:
+            raise ValueError(f"a range must be [lo, hi] with two numbers (or times), got {x!r:.60}")
+        (a, lo), (b, hi) = (self._point(v) for v in x)
+        if a != b:
+            named = a or b
+            raise ValueError(
+                f"the ends of the range {x!r:.60} must be anchored to the same event: the time "
+                f"of {named} is itself a range, and the model moves what is anchored to it "
+                f"with it (write both ends relative to {named}, or both in hours)"
+            )
+        if lo > hi:
+            raise ValueError(f"range {x!r:.60} has lo > hi")
+        return self._make(a, lo, hi)
+
+    def _make(self, anchor: str | None, lo: float, hi: float) -> Time:
+        if anchor is None:
+            return Time(lo=lo, hi=hi)
+        base = self.event(anchor)
+        return Time(lo=base.lo + lo, hi=base.hi + hi, anchor=anchor, offset=(lo, hi))
+
+
+def _time_field(x: Any, info: ValidationInfo) -> Time:
+    clock = (info.context or {}).get("clock")
+    return clock.parse(x) if clock is not None else _time(x)
+
+
 def _quantity(kind: Kind):
     def parse(x: Any, info: ValidationInfo) -> float:
         molar_mass = (info.context or {}).get("molar_mass")
@@ -122,7 +408,7 @@ def _quantity(kind: Kind):
     return BeforeValidator(parse)
 
 
-TimeH = Annotated[Time, BeforeValidator(_time)]
+TimeH = Annotated[Time, BeforeValidator(_time_field)]
 DurationH = Annotated[Time, BeforeValidator(lambda x: _time(x, positive=True))]
 Mass = Annotated[float, _quantity("mass")]
 Volume = Annotated[float, _quantity("volume")]
@@ -247,6 +533,10 @@ class Case(_Block):
     reference: Annotated[str, Field(strict=True)] = ""
     doi: Annotated[str, Field(strict=True)] = ""
     clock: Annotated[str, Field(strict=True)] = "hours since ingestion"
+    #: the date and time of the clock's zero; dates and times in the file are hours since it
+    time_zero: Annotated[dt.datetime, BeforeValidator(_time_zero)] | None = None
+    #: admission to hospital on the case's clock (an anchor: ``"admission + 2"``)
+    admission_h: TimeH | None = None
     notes: Annotated[str, Field(strict=True)] = ""
     patient: Patient = Field(default_factory=Patient)
     doses: list[Dose] = Field(default_factory=list)
@@ -282,6 +572,8 @@ class Case(_Block):
         def conv(obj: Any) -> Any:
             if isinstance(obj, Time):
                 return obj.to_json()
+            if isinstance(obj, dt.datetime):
+                return obj.isoformat()
             if isinstance(obj, BaseModel):
                 return {
                     k: conv(getattr(obj, k))
@@ -401,7 +693,7 @@ def parse_case(raw: dict[str, Any], path: str | Path = "<case>") -> Case:
     raw.setdefault("id", Path(str(path)).stem)
     try:
         case = Case.model_validate(
-            raw, context={"molar_mass": drug.molar_mass}, strict=False
+            raw, context={"molar_mass": drug.molar_mass, "clock": _Clock(raw)}, strict=False
         ).model_copy(update={"source": str(path)})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
@@ -423,11 +715,30 @@ def _check_consistency(case: Case, path: str | Path) -> None:
                 )
             if w.end_h is not None and w.duration_h is not None:
                 raise CaseError(path, "give end_h or duration_h, not both", block, "duration_h")
-            if w.end_h is not None and w.end_h.lo <= w.start_h.hi:
+            own_start = f"{name.removesuffix('s')}{i}.start"
+            end = w.end_h
+            if (
+                end is not None
+                and end.anchor is not None
+                and end.offset is not None
+                and (end.anchor == own_start or end.anchor == w.start_h.anchor)
+            ):
+                # tied to the start, or to the same event as the start: compare the offsets
+                start_offset = w.start_h.offset or (0.0, 0.0)
+                after = 0.0 if end.anchor == own_start else start_offset[1]
+                if end.offset[0] <= after:
+                    raise CaseError(
+                        path,
+                        f"ends before it starts (end {w.end_h}, start {w.start_h})",
+                        block,
+                        "end_h",
+                    )
+            elif w.end_h is not None and w.end_h.lo <= w.start_h.hi:
                 raise CaseError(
                     path,
                     f"ends before it starts (end {w.end_h}, start {w.start_h}); when the start "
-                    "is a range, give duration_h instead of end_h",
+                    "is a range, give duration_h instead of end_h (or anchor the end to the "
+                    f'start: "{own_start} + 3")',
                     block,
                     "end_h",
                 )
