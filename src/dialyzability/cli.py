@@ -280,7 +280,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         result = Fit.load(path)
     except Exception as exc:  # a truncated file, another netCDF: netCDF4, h5py, xarray errors
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        reason = reason.removeprefix(f"{path / 'posterior.nc'}: ")
         print(
             f"error: {path / 'posterior.nc'}: cannot be read as a fit of dialyzability "
             f"({reason}); run `dialyzability fit` again",

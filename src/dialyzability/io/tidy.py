@@ -272,7 +272,9 @@ def parse_rows(rows: list[list[Any]], path: str | Path) -> list[Case]:
     if not rows:
         raise CaseError(path, "empty: no header row")
     header = rows[0]
-    for name in header:
+    for i, name in enumerate(header):
+        if name in header[:i] or not name:
+            continue  # said once; a column without a name must stay empty (below)
         if name not in NAMES:
             sheet.fail(None, name, f"unknown column; allowed: {', '.join(NAMES)}")
         elif header.count(name) > 1:
@@ -292,6 +294,9 @@ def parse_rows(rows: list[list[Any]], path: str | Path) -> list[Case]:
                 sheet.fail(n, "", f"{len(cells)} cells but {len(header)} columns in the header")
                 continue
         row = dict(zip(header, cells, strict=False))
+        if row.pop("", ""):
+            sheet.fail(n, "", "a value in a column without a name in the header")
+            continue
         cid, kind = row.get("case", ""), row.get("kind", "")
         if not cid:
             sheet.fail(n, "case", "missing case id")
