@@ -124,7 +124,7 @@ def _bad_csv(tmp_path):
 
 CSV_PLACES = [
     ("row", 3, "start", "not a number of hours"),
-    ("row", 4, "value", "unknown unit"),
+    ("row", 4, "unit", "unknown unit"),
     ("row", 5, "modality", "'HD'"),
     ("row", 6, "kind", "kind must be one of"),
     ("row", 7, "end", "end_h or duration_h"),

@@ -5,8 +5,10 @@ the extracorporeal sessions (see the README for the format). Quantities are stri
 are normalised to canonical units (h, mg, L, mg/L, L/h, kg). A time that the report gives only
 vaguely is a range ``[lo, hi]``, kept as a :class:`Time` so the model can treat it as unknown.
 
-Every problem is reported as a :class:`CaseError` naming the file, the block (with its index) and
-the field. Input files are only read, never written.
+Every problem of a file is reported, all together, as a :class:`CaseError` holding one
+:class:`Problem` each (file, block, index, field, message). :func:`load_cases` is the one loader
+of every command: case files (TOML) and tidy CSV files (:mod:`dialyzability.io.tidy`), each read
+by its extension, and folders of case files. Input files are only read, never written.
 """
 
 from __future__ import annotations

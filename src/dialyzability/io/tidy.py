@@ -439,6 +439,9 @@ def _entry(sheet: _Sheet, row: dict, n: int, kind: str):
 
 
 _SAMPLE = re.compile(r"effluent_samples\[\d+\]\.\w+")
+_UNIT_PROBLEM = re.compile(
+    r"^(unknown unit|.* has no unit|.* has the wrong dimension|.* is a molar)"
+)
 
 
 def _relocate(sheet: _Sheet, cid: str, p: Problem) -> None:
@@ -455,6 +458,8 @@ def _relocate(sheet: _Sheet, cid: str, p: Problem) -> None:
             return
     if key in places:
         row, column = places[key]
+        if column in ("value", "lloq") and _UNIT_PROBLEM.search(p.message):
+            column = "unit"  # the number is in value (or lloq), its unit in unit
         sheet.fail(row, column, p.message)
     else:  # a problem of the whole case
         where = f"{p.where}: " if p.where else ""
