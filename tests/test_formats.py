@@ -179,6 +179,20 @@ def test_fit_and_pool_print_the_same_messages(command, lee_raw, write_case, tmp_
     assert err == expected and "Traceback" not in err
 
 
+def test_cells_of_a_workbook_read_as_the_csv_text():
+    """A workbook's cells are numbers and empty cells (None), not text."""
+    from dialyzability.io.tidy import parse_rows
+
+    rows = list(csv.reader(TIDY.open(newline="")))
+    typed = [rows[0]] + [
+        [None if c == "" else float(c) if c.replace(".", "").isdigit() else c for c in r]
+        for r in rows[1:]
+    ]
+    assert isinstance(typed[5][7], float) and typed[5][4] is None
+    [case] = parse_rows(typed, "sheet.xlsx")
+    assert case.to_json() == load_case(TIDY).to_json()
+
+
 def test_duplicate_ids_across_formats_are_a_problem(tmp_path):
     copy = tmp_path / "lee.csv"
     copy.write_text(TIDY.read_text().replace("lee2020-baclofen-csv", "lee2020-baclofen"))

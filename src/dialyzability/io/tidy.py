@@ -174,12 +174,16 @@ def _xlsx_rows(path: Path) -> list[list[str]]:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds of errors on a bad workbook
         raise CaseError(path, f"cannot read the workbook ({exc})") from None
-    if "case" not in book.sheetnames:
-        raise CaseError(path, f"no sheet named 'case' (sheets: {', '.join(book.sheetnames)})")
-    return [
-        ["" if v is None else str(v) for v in row]
-        for row in book["case"].iter_rows(values_only=True)
-    ]
+    try:
+        if "case" not in book.sheetnames:
+            sheets = ", ".join(book.sheetnames)
+            raise CaseError(path, f"no sheet named 'case' (sheets: {sheets})")
+        return [
+            ["" if v is None else str(v) for v in row]
+            for row in book["case"].iter_rows(values_only=True)
+        ]
+    finally:
+        book.close()
 
 
 class _Sheet:
@@ -266,7 +270,7 @@ def parse_rows(rows: list[list[Any]], path: str | Path) -> list[Case]:
         With every problem found, each naming ``path``, the row and the column.
     """
     sheet = _Sheet(Path(path))
-    rows = [[str(c).strip() for c in r] for r in rows]
+    rows = [["" if c is None else str(c).strip() for c in r] for r in rows]  # cells of any type
     while rows and not any(rows[0]):
         rows.pop(0)  # blank lines above the header
     if not rows:
