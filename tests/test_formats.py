@@ -151,6 +151,23 @@ def test_check_reports_every_problem_of_a_tidy_csv(tmp_path, capsys):
     assert path.read_bytes() == before
 
 
+def test_problems_of_nested_entries_name_their_row(tmp_path):
+    """An effluent sample's problems name its own row, not its session's."""
+    from dialyzability.io.template import template_rows
+
+    rows = template_rows()
+    header, effluent = rows[0], rows[-1]
+    effluent[header.index("start")] = "nine"
+    effluent[header.index("unit")] = "mg/kg"
+    path = tmp_path / "samples.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(CaseError) as info:
+        load_tidy_csv(path)
+    n = len(rows)
+    assert [p.where for p in info.value.problems] == [f"row[{n}].start", f"row[{n}].unit"]
+
+
 def test_header_problems_are_all_reported(tmp_path):
     path = tmp_path / "header.csv"
     path.write_text("case,kind,strat,value,value\nx,level,1,2\n")

@@ -476,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit one case: posterior of CL_ECTR / CL_R with its interval",
         description="Fit the Bayesian model of one case and write posterior.nc, summary.json, "
-        "summary.csv, the figures and report.md/report.html to --out; print the quantities "
-        "with their intervals and the convergence diagnostics.",
+        "summary.csv, draws.csv, the figures and report.md/report.html to --out; print the "
+        "quantities with their intervals and the convergence diagnostics.",
     )
     fit.add_argument(
         "case", type=Path, metavar="CASE", help="case file (.toml) or tidy .csv of one case"
@@ -504,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="rebuild summary, figures and report of a saved fit, without sampling",
         description="Read DIR/posterior.nc written by `dialyzability fit` and write summary.json, "
-        "summary.csv, the figures (fit.png, ratio.png, recoveries.png, extrip.png, "
-        "sensitivity.png), report.md and report.html again.",
+        "summary.csv, draws.csv, the figures (fit.png, ratio.png, recoveries.png, extrip.png, "
+        "sensitivity.png, or in the --figure-format given), report.md and report.html again.",
     )
     report.add_argument("dir", type=Path, metavar="DIR", help="output folder of a fit")
     report.add_argument(
@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pool the cases of one drug: population ratio, shrunk per-case ratios, forest plot",
         description="Fit the hierarchical model of several cases of one drug (case files, "
         "folders of them, or tidy CSV files) and write posterior.nc, summary.json (population "
-        "and cases sections) and forest.png to --out.",
+        "and cases sections), draws.csv, forest.png and report.md/report.html to --out.",
     )
     pool.add_argument(
         "cases",

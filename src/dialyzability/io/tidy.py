@@ -360,6 +360,7 @@ def parse_rows(rows: list[list[Any]], path: str | Path) -> list[Case]:
         for field in entry:
             key = ("sessions", number, f"effluent_samples[{k}].{field}")
             sheet.place(cid, key, n, _FIELDS["effluent"][field])
+        sheet.place(cid, ("sessions", number, f"effluent_samples[{k}]"), n, "kind")
     if not sheet.raws and not sheet.problems:
         raise CaseError(path, "no rows below the header")
     cases = []
@@ -442,7 +443,7 @@ def _entry(sheet: _Sheet, row: dict, n: int, kind: str):
     return {k: v for k, v in entry.items() if v is not None and k in _FIELDS[kind]}
 
 
-_SAMPLE = re.compile(r"effluent_samples\[\d+\]\.\w+")
+_SAMPLE = re.compile(r"(effluent_samples\[\d+\])\.(\w+)")
 _UNIT_PROBLEM = re.compile(
     r"^(unknown unit|.* has no unit|.* has the wrong dimension|.* is a molar)"
 )
@@ -453,23 +454,19 @@ def _relocate(sheet: _Sheet, cid: str, p: Problem) -> None:
     places = sheet.places[cid]
     index = None if p.block == "patient" else p.index
     key = (p.block if p.block in ("patient", *_BLOCK.values()) else "", index, p.field)
-    if key not in places and p.block in _BLOCK.values() and not _SAMPLE.fullmatch(p.field):
-        key = (p.block, p.index, "")  # a field the row left empty: the row itself
-        if key in places:
-            row, _ = places[key]
-            column = _missing_column(p.block, p.field)
-            sheet.fail(row, column, p.message)
-            return
     if key in places:
         row, column = places[key]
         if column in ("value", "lloq") and _UNIT_PROBLEM.search(p.message):
             column = "unit"  # the number is in value (or lloq), its unit in unit
         sheet.fail(row, column, p.message)
-    else:  # a problem of the whole case
-        where = f"{p.where}: " if p.where else ""
-        sheet.problems.append(Problem(sheet.path, f"case {cid}: {where}{p.message}"))
-
-
-def _missing_column(block: str, field: str) -> str:
-    kind = next(k for k, b in _BLOCK.items() if b == block)
-    return _FIELDS[kind].get(field, field)
+        return
+    if p.block in _BLOCK.values():  # a field the row left empty: the row, and its column
+        sample = _SAMPLE.fullmatch(p.field)
+        kind = "effluent" if sample else next(k for k, b in _BLOCK.items() if b == p.block)
+        field = sample[2] if sample else p.field
+        row_key = (p.block, p.index, sample[1] if sample else "")
+        if row_key in places:
+            sheet.fail(places[row_key][0], _FIELDS[kind].get(field, field), p.message)
+            return
+    where = f"{p.where}: " if p.where else ""  # a problem of the whole case
+    sheet.problems.append(Problem(sheet.path, f"case {cid}: {where}{p.message}"))
