@@ -63,6 +63,8 @@ CELLS = st.one_of(
             ",",
             "\ufeff",
             "é",
+            "²",
+            "٣",
             *KINDS,
             *PATIENT_FIELDS,
             *NAMES,

@@ -344,15 +344,11 @@ def parse_rows(rows: list[list[Any]], path: str | Path) -> list[Case]:
         if kind == "session":
             sessions_seen[cid] = len(entries)
     for cid, n, row, entry in samples:
-        text = row.get("session", "")
-        number = int(text) if text.isdigit() else 0
-        if not 1 <= number <= sessions_seen.get(cid, 0):
-            sheet.fail(
-                n,
-                "session",
-                f"the number of one of case {cid}'s {sessions_seen.get(cid, 0)} session rows "
-                f"(1, 2, ...), got {text!r}",
-            )
+        text, count = row.get("session", ""), sessions_seen.get(cid, 0)
+        number = int(text) if text.isascii() and text.isdigit() else 0
+        if not 1 <= number <= count:
+            which = f"1 to {count}, in the order of its session rows" if count else "none"
+            sheet.fail(n, "session", f"the session of case {cid} ({which}), got {text!r}")
             continue
         session = sheet.raws[cid]["sessions"][number - 1]
         session.setdefault("effluent_samples", []).append(entry)
