@@ -19,7 +19,7 @@ and chains:
 * ``Stan (pystan 3)``: the same model written in Stan (``benchmarks/peers/case.stan``, the log
   density checked equal to PyMC's by ``benchmarks/peers/stan_case.py``), build (cached binary,
   or compiled for the cold row) and sampling; it writes no figures or reports;
-* ``pooled N cases``: :func:`dialyzability.api.fit_pooled` (``seed=N``, the run's sampling
+* ``pooled N cases``: :func:`dialyzability.api.pool` (``seed=N``, the run's sampling
   settings) on ``simulate_population(N, seed=N)``, one fresh process per size (its compiled
   model is not in the cache: every size is a new structure), one run each;
 * ``Stan pooled N cases``: the same cases through the pooled Stan peer
@@ -34,7 +34,7 @@ and chains:
   not compile. Both fit times and the number of compilations of each fit are reported.
 
 Reported per row: median, min and max wall time over the runs, the fit time where it is measured
-(inside the process: ``fit_pooled``, or Stan's build and sampling), divergences and bulk ESS of
+(inside the process: ``pool``, or Stan's build and sampling), divergences and bulk ESS of
 the ratio CL_ECTR/CL_R (of the median run; for pooled rows the minimum bulk ESS over every
 reported variable), R-hat max, and the peak resident memory of the process (max over runs). The
 table is printed as Markdown with the machine description; paste it into
@@ -73,14 +73,14 @@ print(json.dumps({"divergences": d.divergences, "ess_ratio": float(az.ess(ratio,
 
 POOLED = """
 import json, sys, time
-from dialyzability.api import fit_pooled
+from dialyzability.api import pool
 from dialyzability.io.case import parse_case
 from dialyzability.simulate import simulate_population
 n, draws, tune, chains = map(int, sys.argv[1:5])
 raws, _, _ = simulate_population(n, seed=n)
 cases = [parse_case(r, r["id"]) for r in raws]
 start = time.perf_counter()
-pooled = fit_pooled(cases, seed=n, draws=draws, tune=tune, chains=chains)
+pooled = pool(cases, seed=n, draws=draws, tune=tune, chains=chains)
 fit_s = time.perf_counter() - start
 d = pooled.diagnostics()
 print(json.dumps({"fit_s": fit_s, "divergences": d.divergences, "r_hat_max": d.r_hat_max,
@@ -91,7 +91,7 @@ print(json.dumps({"fit_s": fit_s, "divergences": d.divergences, "r_hat_max": d.r
 REFIT = """
 import json, sys, time
 import dialyzability.inference.compiled as compiled
-from dialyzability.api import fit_pooled
+from dialyzability.api import pool
 from dialyzability.design import make_batch
 from dialyzability.io.case import parse_case
 from dialyzability.io.drugs import load_drug
@@ -118,7 +118,7 @@ out = {"case": cases[i].id, "range": [[lo, hi], [lo + 0.5, hi + 1.0]], "same_key
 for name, batch in (("first", cases), ("refit", cases2)):
     before = compiles[0]
     start = time.perf_counter()
-    pooled = fit_pooled(batch, seed=n, draws=draws, tune=tune, chains=chains)
+    pooled = pool(batch, seed=n, draws=draws, tune=tune, chains=chains)
     out[name + "_s"] = time.perf_counter() - start
     out[name + "_compiles"] = compiles[0] - before
 d = pooled.diagnostics()
@@ -331,7 +331,7 @@ def main() -> None:
         )
     print(
         "\n(median/min-max s: wall time of the fresh process, start to exit; fit s: inside the "
-        "process, fit_pooled or Stan's build + sampling (refit row: first / second fit); ESS: "
+        "process, pool or Stan's build + sampling (refit row: first / second fit); ESS: "
         "bulk ESS of CL_ECTR/CL_R, for pooled rows the minimum bulk ESS over every reported "
         "variable (Stan: mu_*, tau_*, and per case volume, cl_renal, cl_nonrenal, cl_ectr, ka); "
         "R-hat max: over every reported variable (Stan: the same variables).)"

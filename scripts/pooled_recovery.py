@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from dialyzability.api import fit_cases, fit_pooled
+from dialyzability.api import fit_cases, pool
 from dialyzability.io.case import parse_case
 from dialyzability.results.population import case_ratio, population_draws
 from dialyzability.simulate import simulate_population
@@ -26,7 +26,7 @@ def main() -> None:
     raws, _, population = simulate_population(args.cases, seed=args.seed)
     cases = [parse_case(r, r["id"]) for r in raws]
     start = time.perf_counter()
-    pooled = fit_pooled(cases, seed=args.seed)
+    pooled = pool(cases, seed=args.seed)
     print(
         f"pooled fit of {len(cases)} cases: {time.perf_counter() - start:.0f} s; "
         f"{pooled.diagnostics().sentence()}"

@@ -1,18 +1,26 @@
 """The toolkit's entry points: fit one case, or pool many, each returning a :class:`Fit`;
-read a saved fit back (:func:`load_fit`)."""
+read a saved fit back (:func:`load_fit`).
+
+Also importable from the package itself: ``from dialyzability import load_case, load_cases,
+fit, pool, Fit``.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from dialyzability import __version__
 from dialyzability.inference.run import run
 from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG, Sampler, sampler_config
-from dialyzability.io.case import Case, CaseError
+from dialyzability.io.case import Case, CaseError, load_case, load_cases
 from dialyzability.io.drugs import DrugModel
 from dialyzability.io.resources import use_models_dir
 from dialyzability.results.fit import Fit
+
+__all__ = ["Fit", "fit", "fit_cases", "load_case", "load_cases", "pool"]
 
 _D = DEFAULT_SAMPLER_CONFIG
 
@@ -77,14 +85,22 @@ def fit_cases(
     return Fit.from_run(idata, batch.cases, batch.drug, config, population, attrs)
 
 
-def fit(case: Case, **options) -> Fit:
-    """Fit one case (options as :func:`fit_cases`)."""
+def fit(case: Case | str | Path, **options: Any) -> Fit:
+    """Fit one case: a :class:`Case`, or the path of a case file (TOML, or a tidy CSV of one
+    case). Options as :func:`fit_cases`."""
+    if not isinstance(case, Case):
+        case = load_case(case)
     return fit_cases([case], "fixed", **options)
 
 
-def fit_pooled(cases: list[Case], **options) -> Fit:
-    """Fit the hierarchical model of ``cases`` (one drug; options as :func:`fit_cases`)."""
-    return fit_cases(list(cases), "hierarchical", **options)
+def pool(cases: Iterable[Case | str | Path], **options: Any) -> Fit:
+    """The pooled fit: the hierarchical model of ``cases`` (one drug; :class:`Case` objects or
+    paths of case files, tidy CSV files or folders, read by :func:`load_cases`). Options as
+    :func:`fit_cases`."""
+    batch: list[Case] = []
+    for c in cases:
+        batch += [c] if isinstance(c, Case) else load_cases(c)
+    return fit_cases(batch, "hierarchical", **options)
 
 
 def drug_provenance(drug: DrugModel) -> dict:

@@ -1,8 +1,11 @@
 """The ``dialyzability`` command.
 
-Subcommands: ``check`` (validate case files, show them normalised with the classical estimates)
-and ``fit`` (Bayesian fit of one case). Heavy libraries are imported only by the subcommands that
-need them, so ``--help`` and ``check`` answer quickly.
+Subcommands: ``check`` (validate case files, show them normalised with the classical estimates),
+``fit`` (Bayesian fit of one case), ``report`` (rebuild a fit's outputs), ``pool`` (the pooled
+fit of several cases) and ``template`` (an empty extraction sheet). Every command reads cases
+through one loader (:func:`dialyzability.io.case.load_cases`: TOML case files and tidy CSV by
+extension). Heavy libraries are imported only by the subcommands that need them, so ``--help``
+and ``check`` answer quickly.
 """
 
 from __future__ import annotations
@@ -103,11 +106,47 @@ def describe_case(case) -> str:
     return "\n".join(lines)
 
 
+def _figure_formats(text: str) -> list[str]:
+    from dialyzability.outputs.plots import FIGURE_FORMATS
+
+    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(
+            f"one or more of {', '.join(FIGURE_FORMATS)} (comma-separated), got {text!r}"
+        )
+    return formats
+
+
+def _formats(args: argparse.Namespace) -> list[str]:
+    """The --figure-format values, flattened, in order, once each (png by default)."""
+    chosen = [f for group in args.figure_format or [["png"]] for f in group]
+    return list(dict.fromkeys(chosen))
+
+
+def _print_problems(exc, as_json: bool, several: bool) -> None:
+    """Every problem of a CaseError: one line each on stderr (``file: block[index].field:
+    message``), or as JSON on stdout (``{"file", "errors": [...]}``, a list for several files)."""
+    if not as_json:
+        print(str(exc), file=sys.stderr)
+        return
+    out = [
+        {"file": f, "errors": [p.to_json() for p in problems]}
+        for f, problems in exc.by_file().items()
+    ]
+    print(json.dumps(out if several or len(out) > 1 else out[0], indent=2))
+
+
 def _check(args: argparse.Namespace) -> int:
-    from dialyzability.io.case import load_cases
+    from dialyzability.io.case import CaseError, load_cases
     from dialyzability.results.nca import classical_estimates
 
-    cases = load_cases(args.cases)
+    try:
+        cases = load_cases(args.cases)
+    except CaseError as exc:
+        several = len(args.cases) > 1 or any(p.is_dir() for p in args.cases)
+        _print_problems(exc, args.json, several)
+        return 1
     if args.json:
         out = [
             {"case": c.to_json(), "classical": [e.to_json() for e in classical_estimates(c)]}
@@ -174,24 +213,28 @@ def _in_parallel(task):
     return wait
 
 
-def _write_outputs(result, out: Path, hdi: float) -> int:
-    """summary.json, summary.csv, figures and reports of a fit, each file whole. The figures
-    are drawn in a second process while the summary is computed."""
-    from dialyzability.outputs.plots import FIGURES, write_figures
+def _write_outputs(result, out: Path, hdi: float, formats: Sequence[str] = ("png",)) -> int:
+    """summary.json, summary.csv, draws.csv, figures (in each of ``formats``) and reports of a
+    fit, each file whole; returns the exit status (:data:`EXIT_NOT_CONVERGED` for a fit that
+    failed the gate). The figures are drawn in a second process while the summary is computed;
+    the reports show the png (or the first format)."""
+    from dialyzability.outputs.draws import write_draws
+    from dialyzability.outputs.plots import FIGURES, figure_names, write_figures
     from dialyzability.outputs.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     _ = result.posterior  # the draws that both need, computed once before the fork
-    figures_done = _in_parallel(lambda: write_figures(result, out))
+    figures_done = _in_parallel(lambda: write_figures(result, out, formats))
     summary = result.summary(hdi)
     write_text_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
     write_text_whole(out / "summary.csv", summary.to_csv())
+    write_draws(result, out / "draws.csv")
     figures_done()
-    figures = [out / name for name in FIGURES]
-    reports = write_report(result, summary, out, [p.name for p in figures])
+    shown = "png" if "png" in formats else formats[0]
+    reports = write_report(result, summary, out, figure_names(FIGURES, [shown]))
     print(summary.table())
-    names = ", ".join(p.name for p in [*figures, *reports])
-    print(f"\nWrote to {out}: summary.json, summary.csv, {names}")
+    names = ", ".join([*figure_names(FIGURES, formats), *(p.name for p in reports)])
+    print(f"\nWrote to {out}: summary.json, summary.csv, draws.csv, {names}")
     if not summary.diagnostics.converged:
         print("NOT CONVERGED: see Diagnostics above.", file=sys.stderr)
         return EXIT_NOT_CONVERGED
@@ -199,9 +242,26 @@ def _write_outputs(result, out: Path, hdi: float) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from dialyzability.io.case import load_case
+    from dialyzability.io.case import load_cases
 
-    case = load_case(args.case)
+    cases = load_cases([args.case])  # a case file, or a tidy CSV
+    if args.case_id:
+        ids = [c.id for c in cases]
+        cases = [c for c in cases if c.id == args.case_id]
+        if not cases:
+            print(
+                f"error: {args.case}: no case {args.case_id!r} (it has {', '.join(ids)})",
+                file=sys.stderr,
+            )
+            return 1
+    if len(cases) != 1:
+        print(
+            f"error: {args.case}: holds {len(cases)} cases ({', '.join(c.id for c in cases)}); "
+            "fit one with --case ID, or pool them with `dialyzability pool`",
+            file=sys.stderr,
+        )
+        return 1
+    [case] = cases
     threshold = _threshold(args.threshold, case)
     from dialyzability.api import fit
 
@@ -225,7 +285,7 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out)
-    return _write_outputs(result, out, args.hdi)
+    return _write_outputs(result, out, args.hdi, _formats(args))
 
 
 def _say_drug_model(name: str) -> None:
@@ -258,36 +318,29 @@ def _report(args: argparse.Namespace) -> int:
         result = load_fit(path)
     except (CaseError, DrugModelError):
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {path / 'posterior.nc'}: cannot be read as a fit ({exc})", file=sys.stderr)
+    except Exception as exc:  # a truncated file, another netCDF: netCDF4, h5py, xarray errors
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        reason = reason.removeprefix(f"{path / 'posterior.nc'}: ")
+        print(
+            f"error: {path / 'posterior.nc'}: cannot be read as a fit of dialyzability "
+            f"({reason}); run `dialyzability fit` again",
+            file=sys.stderr,
+        )
         return 1
     if not result.single:  # a pooled fit: its summary, forest plot and report
-        return _write_pooled(result, path, args.hdi, None)
+        return _write_pooled(result, path, args.hdi, None, _formats(args))
     threshold = _threshold(args.threshold, result.case)
     if threshold is not None:
         result.config["threshold"] = threshold
-    return _write_outputs(result, path, args.hdi)
-
-
-def _load_inputs(paths: list[Path]):
-    """Cases from case files, folders of them, and tidy CSV files."""
-    from dialyzability.io.case import load_cases
-    from dialyzability.io.tidy import load_tidy_csv
-
-    cases = []
-    for p in paths:
-        if p.suffix.lower() == ".csv":
-            cases += load_tidy_csv(p)
-        else:
-            cases += load_cases(p)
-    return cases
+    return _write_outputs(result, path, args.hdi, _formats(args))
 
 
 def _pool(args: argparse.Namespace) -> int:
-    from dialyzability.api import fit_cases, fit_pooled
+    from dialyzability.api import fit_cases, pool
+    from dialyzability.io.case import load_cases
     from dialyzability.model.build import PoolError
 
-    cases = _load_inputs(args.cases)
+    cases = load_cases(args.cases)
     if args.drug:
         cases = [c for c in cases if c.drug == args.drug.lower()]
     drugs = sorted({c.drug for c in cases})
@@ -306,7 +359,7 @@ def _pool(args: argparse.Namespace) -> int:
         print(f"Pooling {len(cases)} {drugs[0]} cases ...", file=sys.stderr)
     _say_drug_model(drugs[0])
     try:
-        pooled = fit_pooled(cases, progressbar=not args.quiet, **sampling)
+        pooled = pool(cases, progressbar=not args.quiet, **sampling)
     except (PoolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -314,13 +367,16 @@ def _pool(args: argparse.Namespace) -> int:
     if not args.no_unpooled:
         # the same cases side by side under the drug model's prior: one model, no pooling
         unpooled = fit_cases(cases, "fixed", **sampling)
-    return _write_pooled(pooled, out, args.hdi, unpooled)
+    return _write_pooled(pooled, out, args.hdi, unpooled, _formats(args))
 
 
-def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> int:
+def _write_pooled(
+    pooled, out: Path, hdi: float, unpooled, formats: Sequence[str] = ("png",)
+) -> int:
     import matplotlib.pyplot as plt
 
-    from dialyzability.outputs.plots import DPI, forest_data, plot_forest
+    from dialyzability.outputs.draws import write_draws
+    from dialyzability.outputs.plots import DPI, figure_names, forest_data, plot_forest
     from dialyzability.results.population import pooled_summary, unpooled_ratios
     from dialyzability.results.quantities import describe
 
@@ -330,12 +386,16 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> int:
         summary["cases"][cid]["unpooled_ratio"] = describe(draws, hdi, "log")
     pooled.save(out)
     write_text_whole(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_draws(pooled, out / "draws.csv")
     fig = plot_forest(pooled, forest_data(pooled, unpooled, hdi))
-    write_whole(out / "forest.png", lambda tmp: fig.savefig(tmp, dpi=DPI))
+    figures = figure_names(["forest.png"], formats)
+    for name in figures:
+        write_whole(out / name, lambda tmp: fig.savefig(tmp, dpi=DPI))
     plt.close(fig)
     from dialyzability.outputs.report import build_pooled_report
 
-    report = build_pooled_report(summary, ["forest.png"])
+    shown = "png" if "png" in formats else formats[0]
+    report = build_pooled_report(summary, figure_names(["forest.png"], [shown]))
     write_text_whole(out / "report.md", report.markdown())
     write_text_whole(out / "report.html", report.html(out))
     from rich import box
@@ -365,10 +425,27 @@ def _write_pooled(pooled, out: Path, hdi: float, unpooled) -> int:
         f"Diagnostics: R-hat max {d['r_hat_max']:.3f}, bulk ESS min "
         f"{d['ess_bulk_min']:.0f}, divergences {d['divergences']}: {state}"
     )
-    print(f"Wrote to {out}: posterior.nc, summary.json, forest.png, report.md, report.html")
+    print(
+        f"Wrote to {out}: posterior.nc, summary.json, draws.csv, {', '.join(figures)}, "
+        "report.md, report.html"
+    )
     if not d["converged"]:
         print("NOT CONVERGED: the pooled fit did not converge.", file=sys.stderr)
         return EXIT_NOT_CONVERGED
+    return 0
+
+
+def _template(args: argparse.Namespace) -> int:
+    from dialyzability.io.template import columns_path, write_template
+
+    out = args.out
+    targets = [out, columns_path(out)] if out.suffix.lower() == ".csv" else [out]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.force:
+        print(f"error: {', '.join(existing)} exists already (--force replaces it)", file=sys.stderr)
+        return 1
+    written = write_template(out)
+    print(f"Wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -402,6 +479,18 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
         help=f"probability of the highest-density intervals ({HDI_PROB})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _figure_option(parser)
+
+
+def _figure_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--figure-format",
+        type=_figure_formats,
+        action="append",
+        metavar="png|svg|pdf",
+        help="figure file format(s): repeat or comma-separate, e.g. png,svg (png); the "
+        "report shows the png, or the first format",
+    )
 
 
 def _models_option(parser: argparse.ArgumentParser) -> None:
@@ -431,12 +520,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="validate case files and show them normalised, with classical estimates",
-        description="Validate case files (TOML), print them in canonical units (h, mg, L, mg/L, "
-        "L/h) with timing ranges shown as ranges, and the classical (model-free) clearance "
-        "estimates, or why they are not computable.",
+        description="Validate case files (TOML) and tidy CSV files, print them in canonical "
+        "units (h, mg, L, mg/L, L/h) with timing ranges shown as ranges, and the classical "
+        "(model-free) clearance estimates, or why they are not computable. A bad file gets "
+        "every problem, one line each: FILE: BLOCK[INDEX].FIELD: MESSAGE (exit status 1).",
     )
-    check.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="case files or folders")
-    check.add_argument("--json", action="store_true", help="print JSON for machines")
+    check.add_argument(
+        "cases",
+        nargs="+",
+        type=Path,
+        metavar="CASE",
+        help="case files (.toml), tidy .csv files, or folders of case files",
+    )
+    check.add_argument(
+        "--json", action="store_true", help="print JSON for machines (the problems too)"
+    )
     _models_option(check)
     check.set_defaults(func=_check)
 
@@ -444,11 +542,20 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit one case: posterior of CL_ECTR / CL_R with its interval",
         description="Fit the Bayesian model of one case and write posterior.nc, summary.json, "
-        "summary.csv, the figures and report.md/report.html to --out; print the quantities "
-        "with their intervals and the convergence diagnostics.",
+        "summary.csv, draws.csv, the figures and report.md/report.html to --out; print the "
+        "quantities with their intervals and the convergence diagnostics.",
     )
-    fit.add_argument("case", type=Path, metavar="CASE", help="case file (TOML)")
+    fit.add_argument(
+        "case", type=Path, metavar="CASE", help="case file (.toml) or tidy .csv of one case"
+    )
     fit.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    fit.add_argument(
+        "--case",
+        dest="case_id",
+        default=None,
+        metavar="ID",
+        help="the case to fit, when CASE is a tidy CSV of several",
+    )
     _sampling_options(fit)
     fit.add_argument(
         "--threshold",
@@ -464,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="rebuild summary, figures and report of a saved fit, without sampling",
         description="Read DIR/posterior.nc written by `dialyzability fit` and write summary.json, "
-        "summary.csv, the figures (fit.png, ratio.png, recoveries.png, extrip.png, "
-        "sensitivity.png), report.md and report.html again.",
+        "summary.csv, draws.csv, the figures (fit.png, ratio.png, recoveries.png, extrip.png, "
+        "sensitivity.png, or in the --figure-format given), report.md and report.html again.",
     )
     report.add_argument("dir", type=Path, metavar="DIR", help="output folder of a fit")
     report.add_argument(
@@ -481,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L"',
     )
     _models_option(report)
+    _figure_option(report)
     report.set_defaults(func=_report)
 
     pool = sub.add_parser(
@@ -488,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pool the cases of one drug: population ratio, shrunk per-case ratios, forest plot",
         description="Fit the hierarchical model of several cases of one drug (case files, "
         "folders of them, or tidy CSV files) and write posterior.nc, summary.json (population "
-        "and cases sections) and forest.png to --out.",
+        "and cases sections), draws.csv, forest.png and report.md/report.html to --out.",
     )
     pool.add_argument(
         "cases",
@@ -535,6 +643,22 @@ def build_parser() -> argparse.ArgumentParser:
     _models_option(export)
     export.set_defaults(func=_export)
 
+    template = sub.add_parser(
+        "template",
+        help="write an empty extraction sheet (tidy CSV or workbook) with its column guide",
+        description="Write the tidy sheet's header with one example row of each kind (patient, "
+        "dose, level, urine, session, effluent) to --out, and the table of its columns (name, "
+        "meaning, unit, allowed values) beside it: FILE.columns.csv for a .csv; the sheets "
+        "'case' and 'columns' of one workbook for an .xlsx (needs openpyxl: the xlsx extra). "
+        "A filled sheet is read by check, fit and pool like a case file.",
+    )
+    template.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="FILE.csv or FILE.xlsx"
+    )
+    template.add_argument("--force", action="store_true", help="replace files that exist already")
+    _models_option(template)
+    template.set_defaults(func=_template)
+
     return parser
 
 
@@ -556,7 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with use_models_dir(args.models_dir):
             return int(args.func(args) or 0)
-    except (CaseError, DrugModelError) as exc:
+    except CaseError as exc:  # every problem, one line each: file: block[index].field: message
+        print(str(exc), file=sys.stderr)
+        return 1
+    except DrugModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -5,8 +5,10 @@ the extracorporeal sessions (see the README for the format). Quantities are stri
 are normalised to canonical units (h, mg, L, mg/L, L/h, kg). A time that the report gives only
 vaguely is a range ``[lo, hi]``, kept as a :class:`Time` so the model can treat it as unknown.
 
-Every problem is reported as a :class:`CaseError` naming the file, the block (with its index) and
-the field. Input files are only read, never written.
+Every problem of a file is reported, all together, as a :class:`CaseError` holding one
+:class:`Problem` each (file, block, index, field, message). :func:`load_cases` is the one loader
+of every command: case files (TOML) and tidy CSV files (:mod:`dialyzability.io.tidy`), each read
+by its extension, and folders of case files. Input files are only read, never written.
 
 Times may be written as people write them (see :class:`_Clock`): TOML dates and times (hours
 since the case's ``time_zero``) and anchors to other events of the case (``"session2.end + 0.5"``,
@@ -21,7 +23,9 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -41,22 +45,113 @@ Modality = Literal["HD", "HDF", "CVVH", "CVVHD", "CVVHDF", "HP", "PD"]
 MODALITIES: tuple[str, ...] = Modality.__args__
 KidneyFunction = Literal["normal", "impaired", "anuric"]
 BLOCKS = ("patient", "doses", "concentrations", "urine", "sessions")
+_LIST_BLOCKS = BLOCKS[1:]
 
 
-class CaseError(ValueError):
-    """A case file that cannot be used, with the place of the problem.
+@dataclass(frozen=True)
+class Problem:
+    """One problem of an input file, at a place.
 
     Attributes
     ----------
-    path, block, field
-        File, block (e.g. ``"[[sessions]] #2"``) and field of the problem; block and field may be
-        empty for problems with the whole file.
+    file
+        The file (or option) at fault.
+    message
+        What is wrong.
+    block
+        ``"patient"``, ``"doses"``, ``"concentrations"``, ``"urine"``, ``"sessions"`` in a case
+        file; ``"row"`` or ``"header"`` in a tidy CSV; empty for the whole file.
+    index
+        1-based position in the block (the n-th session, the CSV's row number), if any.
+    field
+        The field (CSV: the column), e.g. ``"modality"`` or ``"effluent_samples[2].time_h"``.
     """
 
-    def __init__(self, path: str | Path, message: str, block: str = "", field: str = ""):
-        self.path, self.block, self.field, self.reason = str(path), block, field, message
-        where = ", ".join(p for p in (block, f"field '{field}'" if field else "") if p)
-        super().__init__(f"{path}: {where + ': ' if where else ''}{message}")
+    file: str
+    message: str
+    block: str = ""
+    index: int | None = None
+    field: str = ""
+
+    @property
+    def where(self) -> str:
+        """``sessions[1].modality``, ``patient.weight``, ``row[7].unit``, ``drug``, or ``""``."""
+        head = self.block + (f"[{self.index}]" if self.index is not None else "")
+        return ".".join(p for p in (head, self.field) if p)
+
+    def line(self) -> str:
+        """``file: block[index].field: message``."""
+        return f"{self.file}: {self.where + ': ' if self.where else ''}{self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "block": self.block,
+            "index": self.index,
+            "field": self.field,
+            "message": self.message,
+        }
+
+    def labels(self) -> tuple[str, str]:
+        """(block, field) as a case file writes them: ``("[[sessions]] #2", "start_h")``,
+        ``("[patient]", "weight")``, ``("row 7", "unit")``."""
+        block, field = self.block, self.field
+        sample = re.match(r"effluent_samples\[(\d+)\]\.?(.*)$", field)
+        if block in _LIST_BLOCKS and self.index is not None:
+            label = f"[[{block}]] #{self.index}"
+            if sample:
+                label += f" effluent_samples #{sample[1]}"
+                field = sample[2]
+        elif block == "patient":
+            label = "[patient]"
+        elif block and all(b in _LIST_BLOCKS for b in block.split(" and ")):
+            label = " and ".join(f"[[{b}]]" for b in block.split(" and "))
+        else:
+            label = f"{block} {self.index}" if self.index is not None else block
+        return label, field
+
+
+class CaseError(ValueError):
+    """Input that cannot be used: every :class:`Problem` found, each with its place.
+
+    Raised with one problem (``CaseError(path, message, block, field, index)``) or with all of
+    them (``CaseError.of(problems)``); the message has one line per problem.
+
+    Attributes
+    ----------
+    problems
+        Every problem, in the order found (possibly over several files).
+    path, block, field, reason
+        The first problem's file, block and field (as a case file writes them, e.g.
+        ``"[[sessions]] #2"``) and message.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        message: str = "",
+        block: str = "",
+        field: str = "",
+        index: int | None = None,
+        *,
+        problems: Iterable[Problem] = (),
+    ):
+        self.problems = list(problems) or [Problem(str(path), message, block, index, field)]
+        first = self.problems[0]
+        self.path, self.reason = first.file, first.message
+        self.block, self.field = first.labels()
+        super().__init__("\n".join(p.line() for p in self.problems))
+
+    @classmethod
+    def of(cls, problems: Iterable[Problem]) -> CaseError:
+        problems = list(problems)
+        return cls(problems[0].file, problems=problems)
+
+    def by_file(self) -> dict[str, list[Problem]]:
+        """The problems grouped by file, files in the order found."""
+        out: dict[str, list[Problem]] = {}
+        for p in self.problems:
+            out.setdefault(p.file, []).append(p)
+        return out
 
 
 class Time(BaseModel):
@@ -599,26 +694,21 @@ class Case(_Block):
 # ------------------------------------------------------------------------------------ loading
 
 
-def _where(loc: tuple[Any, ...]) -> tuple[str, str]:
-    """Turn a pydantic error location into (block, field) for a message."""
+def _where(loc: tuple[Any, ...]) -> tuple[str, int | None, str]:
+    """Turn a pydantic error location into (block, 1-based index, field) for a message."""
     parts = list(loc)
-    block = ""
-    if parts and parts[0] in ("doses", "concentrations", "urine", "sessions"):
-        name = parts.pop(0)
-        if parts and isinstance(parts[0], int):
-            block = f"[[{name}]] #{parts.pop(0) + 1}"
-            if parts and parts[0] == "effluent_samples":
-                parts.pop(0)
-                if parts and isinstance(parts[0], int):
-                    block += f" effluent_samples #{parts.pop(0) + 1}"
-                else:
-                    parts.insert(0, "effluent_samples")
-        else:
-            return f"[[{name}]]", ""
+    block, index = "", None
+    if parts and parts[0] in _LIST_BLOCKS:
+        block = parts.pop(0)
+        if not (parts and isinstance(parts[0], int)):
+            return block, None, ""
+        index = parts.pop(0) + 1
     elif parts and parts[0] == "patient":
-        parts.pop(0)
-        block = "[patient]"
-    return block, ".".join(str(p) for p in parts)
+        block = parts.pop(0)
+    field = ""
+    for p in parts:
+        field += f"[{p + 1}]" if isinstance(p, int) else ("." if field else "") + str(p)
+    return block, index, field
 
 
 def _message(err: dict[str, Any], model: type[BaseModel] | None) -> str:
@@ -676,45 +766,81 @@ def parse_case(raw: dict[str, Any], path: str | Path = "<case>") -> Case:
     Raises
     ------
     CaseError
-        On the first problem, naming ``path``, the block and the field.
+        With every problem found, each naming ``path``, the block, its index and the field.
     """
     if not isinstance(raw, dict):
         raise CaseError(path, "a case file must be a TOML table")
+    path = str(path)
+    problems: list[Problem] = []
+    molar_mass = None
     drug_name = raw.get("drug")
     if not isinstance(drug_name, str) or not drug_name.strip():
-        raise CaseError(
-            path, 'missing required field (the drug, e.g. drug = "baclofen")', field="drug"
+        problems.append(
+            Problem(path, 'missing required field (the drug, e.g. drug = "baclofen")', field="drug")
         )
-    try:
-        drug = load_drug(drug_name)
-    except DrugModelError as exc:
-        raise CaseError(path, str(exc), field="drug") from None
+    else:
+        try:
+            molar_mass = load_drug(drug_name).molar_mass
+        except DrugModelError as exc:
+            problems.append(Problem(path, str(exc), field="drug"))
+    drug_known = not problems
     raw = dict(raw)
-    raw.setdefault("id", Path(str(path)).stem)
+    raw.setdefault("id", Path(path).stem)
     try:
-        case = Case.model_validate(
-            raw, context={"molar_mass": drug.molar_mass, "clock": _Clock(raw)}, strict=False
-        ).model_copy(update={"source": str(path)})
+        context = {"molar_mass": molar_mass, "clock": _Clock(raw)}
+        case = Case.model_validate(raw, context=context, strict=False)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        block, field = _where(tuple(err["loc"]))
-        raise CaseError(path, _message(err, _model_at(tuple(err["loc"]))), block, field) from None
-    _check_consistency(case, path)
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            message = _message(err, _model_at(loc))
+            if not drug_known and (loc == ("drug",) or "molar quantity" in message):
+                continue  # said once already; molar units wait for a known drug
+            problems.append(Problem(path, message, *_where(loc)))
+        problems += _check_consistency(_partial(raw, context), path)
+        raise CaseError.of(problems) from None
+    case = case.model_copy(update={"source": path})
+    problems += _check_consistency(case, path)
+    if problems:
+        raise CaseError.of(problems)
     case._raw = raw
     return case
 
 
-def _check_consistency(case: Case, path: str | Path) -> None:
-    """Checks across fields and blocks, after units are normalised."""
+def _entries(case, name: str) -> list[tuple[int, Any]]:
+    """(1-based index, entry) of a block's entries that passed validation."""
+    return [(i, e) for i, e in enumerate(getattr(case, name), start=1) if e is not None]
+
+
+def _partial(raw: dict[str, Any], context: dict) -> SimpleNamespace:
+    """The blocks of a case that failed validation, validated entry by entry (``None`` for an
+    entry that fails), so that the checks across fields still run on the rest."""
+    blocks = {}
+    for name in _LIST_BLOCKS:
+        model = Case.model_fields[name].annotation.__args__[0]
+        entries = raw.get(name)
+        blocks[name] = []
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                blocks[name].append(model.model_validate(entry, context=context))
+            except ValidationError:
+                blocks[name].append(None)
+    return SimpleNamespace(**blocks)
+
+
+def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]:
+    """Checks across fields and blocks, after units are normalised: every problem found. On a
+    case that failed validation (:func:`_partial`) they check the entries that passed."""
+    problems: list[Problem] = []
+
+    def fail(message: str, block: str = "", index: int | None = None, field: str = "") -> None:
+        problems.append(Problem(path, message, block, index, field))
+
     for name in ("urine", "sessions"):
-        for i, w in enumerate(getattr(case, name), start=1):
-            block = f"[[{name}]] #{i}"
+        for i, w in _entries(case, name):
             if w.end_h is None and w.duration_h is None:
-                raise CaseError(
-                    path, "missing required field: give end_h or duration_h", block, "end_h"
-                )
+                fail("missing required field: give end_h or duration_h", name, i, "end_h")
             if w.end_h is not None and w.duration_h is not None:
-                raise CaseError(path, "give end_h or duration_h, not both", block, "duration_h")
+                fail("give end_h or duration_h, not both", name, i, "duration_h")
             own_start = f"{name.removesuffix('s')}{i}.start"
             end = w.end_h
             if (
@@ -727,130 +853,177 @@ def _check_consistency(case: Case, path: str | Path) -> None:
                 start_offset = w.start_h.offset or (0.0, 0.0)
                 after = 0.0 if end.anchor == own_start else start_offset[1]
                 if end.offset[0] <= after:
-                    raise CaseError(
-                        path,
+                    fail(
                         f"ends before it starts (end {w.end_h}, start {w.start_h})",
-                        block,
+                        name,
+                        i,
                         "end_h",
                     )
             elif w.end_h is not None and w.end_h.lo <= w.start_h.hi:
-                raise CaseError(
-                    path,
+                fail(
                     f"ends before it starts (end {w.end_h}, start {w.start_h}); when the start "
                     "is a range, give duration_h instead of end_h (or anchor the end to the "
                     f'start: "{own_start} + 3")',
-                    block,
+                    name,
+                    i,
                     "end_h",
                 )
-    for i, u in enumerate(case.urine, start=1):
+    for i, u in _entries(case, "urine"):
         if u.recovered is None:
-            raise CaseError(
-                path,
-                "missing: give amount, or concentration and volume",
-                f"[[urine]] #{i}",
-                "amount",
-            )
-    for i, s in enumerate(case.sessions, start=1):
-        block = f"[[sessions]] #{i}"
+            fail("missing: give amount, or concentration and volume", "urine", i, "amount")
+    for i, s in _entries(case, "sessions"):
         if (s.effluent_concentration is None) != (
             s.effluent_volume is None
         ) and s.recovered is None:
             field = "effluent_volume" if s.effluent_volume is None else "effluent_concentration"
-            raise CaseError(
-                path,
+            fail(
                 "effluent_concentration needs effluent_volume (or give recovered)",
-                block,
+                "sessions",
+                i,
                 field,
             )
-    for i, c in enumerate(case.concentrations, start=1):
-        block = f"[[concentrations]] #{i}"
+    for i, c in _entries(case, "concentrations"):
         if c.below_lloq and c.lloq is None:
-            raise CaseError(path, "below_lloq = true needs the lloq", block, "lloq")
+            fail("below_lloq = true needs the lloq", "concentrations", i, "lloq")
         if not c.below_lloq and c.value is None:
-            raise CaseError(
-                path, "missing required field (or set below_lloq = true with lloq)", block, "value"
+            fail(
+                "missing required field (or set below_lloq = true with lloq)",
+                "concentrations",
+                i,
+                "value",
             )
         if not c.below_lloq and c.value == 0:
-            raise CaseError(
-                path, "a level of zero: write it as below_lloq = true with its lloq", block, "value"
+            fail(
+                "a level of zero: write it as below_lloq = true with its lloq",
+                "concentrations",
+                i,
+                "value",
             )
-    for i, a in enumerate(case.sessions, start=1):
-        for j, b in enumerate(case.sessions[i:], start=i + 1):
+    timed = [
+        (i, s)
+        for i, s in _entries(case, "sessions")
+        if s.end_h is not None or s.duration_h is not None
+    ]
+    for n, (i, a) in enumerate(timed):
+        for j, b in timed[n + 1 :]:
             # certainly overlapping, whatever the values inside the ranges
             if a.start_h.hi < b.end.lo and b.start_h.hi < a.end.lo:
-                raise CaseError(
-                    path,
+                fail(
                     f"overlaps session #{i} ({a.start_h} to {a.end}) with ({b.start_h} to {b.end})",
-                    f"[[sessions]] #{j}",
+                    "sessions",
+                    j,
                     "start_h",
                 )
-    total = case.total_dose
+    doses = case.doses
+    known = doses and None not in doses  # the total dose, unless a dose failed validation
+    total = sum(d.amount for d in doses) if known else None
     if total is not None:
         recovered = 0.0
         for name, field in (("urine", "amount"), ("sessions", "recovered")):
-            for i, w in enumerate(getattr(case, name), start=1):
+            for i, w in _entries(case, name):
                 amount = w.recovered if name == "urine" else w.amount
                 if amount is None:
                     continue
                 recovered += amount
                 if amount > total:
-                    raise CaseError(
-                        path,
+                    fail(
                         f"recovered {amount:g} mg is more than the total dose {total:g} mg",
-                        f"[[{name}]] #{i}",
+                        name,
+                        i,
                         field,
                     )
-        if recovered > total:
-            raise CaseError(
-                path,
+        if recovered > total and not any(p.message.startswith("recovered") for p in problems):
+            fail(
                 f"urine and effluent recoveries add up to {recovered:g} mg, more than the total "
                 f"dose {total:g} mg",
-                "[[urine]] and [[sessions]]",
+                "urine and sessions",
             )
+    return problems
+
+
+#: the case formats, by file extension: TOML (one case a file) and the tidy sheet
+#: (:mod:`dialyzability.io.tidy`, any number of cases)
+FORMATS = {".toml": "case file", ".csv": "tidy CSV", ".xlsx": "tidy workbook"}
+
+
+def load_file(path: str | Path) -> list[Case]:
+    """Every case of one input file, read by its extension (:data:`FORMATS`; anything else is
+    read as TOML). The file is only read.
+
+    Raises
+    ------
+    CaseError
+        With every problem of the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".xlsx"):
+        from dialyzability.io.tidy import load_tidy
+
+        return load_tidy(path)
+    return [parse_case(_read_toml(path), path)]
 
 
 def load_case(path: str | Path) -> Case:
-    """Read, validate and normalise one case file.
+    """Read, validate and normalise the one case of a file.
 
     Parameters
     ----------
     path
-        A TOML case file. It is only read.
+        A TOML case file, or a tidy CSV (or workbook) holding one case. It is only read.
 
     Raises
     ------
     CaseError
-        Naming the file, block and field of the first problem.
+        With every problem of the file, each naming the file, block, index and field; or when
+        a tidy file holds several cases (naming them).
     """
-    path = Path(path)
-    return parse_case(_read_toml(path), path)
+    cases = load_file(path)
+    if len(cases) != 1:
+        ids = ", ".join(c.id for c in cases)
+        raise CaseError(
+            path, f"holds {len(cases)} cases ({ids}); give a file of one case, or pool them"
+        )
+    return cases[0]
 
 
 def load_cases(paths: str | Path | Iterable[str | Path]) -> list[Case]:
-    """Load several cases: files, folders (every ``*.toml`` inside, sorted), or a mix.
+    """Every case of several inputs: case files (TOML), tidy CSV files, folders (every
+    ``*.toml`` inside, sorted), or a mix; each file read by its extension (:func:`load_file`).
+
+    This is the one loader of every command that reads cases.
 
     Raises
     ------
     CaseError
-        For the first bad file, or when two files share an ``id``.
+        With every problem of every file, and when two cases share an ``id``.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
+    problems: list[Problem] = []
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(p.glob("*.toml"))
             if not found:
-                raise CaseError(p, "no case files (*.toml) in this folder")
+                problems.append(Problem(str(p), "no case files (*.toml) in this folder"))
             files.extend(found)
         else:
             files.append(p)
     cases: list[Case] = []
     seen: dict[str, Path] = {}
     for f in files:
-        case = load_case(f)
-        if case.id in seen:
-            raise CaseError(f, f"id {case.id!r} is also used by {seen[case.id]}", field="id")
-        seen[case.id] = f
-        cases.append(case)
+        try:
+            loaded = load_file(f)
+        except CaseError as exc:
+            problems += exc.problems
+            continue
+        for case in loaded:
+            if case.id in seen:
+                message = f"id {case.id!r} is also used by {seen[case.id]}"
+                problems.append(Problem(str(f), message, field="id"))
+            seen[case.id] = f
+            cases.append(case)
+    if problems:
+        raise CaseError.of(problems)
     return cases

@@ -551,8 +551,18 @@ FIGURES = {
 }
 
 
-def write_figures(fit, directory: str | Path) -> list[Path]:
-    """Write every figure into ``directory`` (each file whole or not at all)."""
+#: the file formats a figure can be written in (matplotlib's backends), the first the default
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_names(names, formats=("png",)) -> list[str]:
+    """The file names of figures ``names`` (``"fit.png"``, ...) in each of ``formats``."""
+    return [Path(name).with_suffix(f".{f}").name for name in names for f in formats]
+
+
+def write_figures(fit, directory: str | Path, formats=("png",)) -> list[Path]:
+    """Write every figure into ``directory`` in each of ``formats`` (:data:`FIGURE_FORMATS`),
+    each file whole or not at all."""
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
@@ -560,7 +570,10 @@ def write_figures(fit, directory: str | Path) -> list[Path]:
     paths = []
     for name, plot in FIGURES.items():
         fig = plot(fit)
-        paths.append(write_whole(directory / name, lambda tmp, fig=fig: fig.savefig(tmp, dpi=DPI)))
+        for target in figure_names([name], formats):
+            paths.append(
+                write_whole(directory / target, lambda tmp, fig=fig: fig.savefig(tmp, dpi=DPI))
+            )
         plt.close(fig)
     return paths
 

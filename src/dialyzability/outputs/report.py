@@ -35,6 +35,15 @@ FIGURE_CAPTIONS = {
 }
 
 
+#: how the HTML report embeds a figure file, by extension
+_MIME = {".png": "image/png", ".svg": "image/svg+xml", ".pdf": "application/pdf"}
+
+
+def _caption(name: str) -> str:
+    """The caption of figure file ``name`` in any format (``fit.svg`` as ``fit.png``)."""
+    return FIGURE_CAPTIONS.get(Path(name).with_suffix(".png").name, name)
+
+
 def fmt(x: float | None, mcse: float | None = None) -> str:
     """A number to the precision of its Monte Carlo standard error (three significant digits
     without one): :func:`~dialyzability.results.quantities.rounded`, the format of every number
@@ -163,10 +172,14 @@ class Report:
                 body.append(f'<p class="flag">{esc(b.text)}</p>')
             elif b.kind == "figure":
                 data = base64.b64encode((figures_dir / b.text).read_bytes()).decode()
-                body.append(
-                    f'<figure><img alt="{esc(b.rows[0])}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{esc(b.rows[0])}</figcaption></figure>"
+                mime = _MIME.get(Path(b.text).suffix.lower(), "image/png")
+                src = f"data:{mime};base64,{data}"
+                element = (
+                    f'<object data="{src}" type="{mime}" width="100%" height="600"></object>'
+                    if mime == "application/pdf"
+                    else f'<img alt="{esc(b.rows[0])}" src="{src}">'
                 )
+                body.append(f"<figure>{element}<figcaption>{esc(b.rows[0])}</figcaption></figure>")
         style = (
             "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
             "max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}"
@@ -440,7 +453,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     b.append(Block("h2", "Diagnostics"))
     b.append(Block("p", d.sentence() + "."))
     b.append(Block("h2", "Figures"))
-    b += [Block("figure", name, rows=(FIGURE_CAPTIONS.get(name, name),)) for name in figures]
+    b += [Block("figure", name, rows=(_caption(name),)) for name in figures]
     return Report(title=f"Dialyzability report: {case.id}", blocks=tuple(b))
 
 
