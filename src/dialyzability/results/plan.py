@@ -48,6 +48,13 @@ Exact time of an event given as a range: recorded to within ±``tolerance`` hour
 the record is the range [t_k − tolerance, t_k + tolerance]; as in a refit with that range (the
 model's uniform prior on it), the weight of draw i is 1 when |t_i − t_k| <= tolerance, else 0.
 
+What a candidate is. A level "at the end of HD session 1" is taken at that event, whatever its
+time: where the session's time is a range, each draw's level is at that draw's end of the
+session (the time column shows the range). A "urine amount during" a session is a collection
+over the session's window (beside the case's own collections, as the model would take it). A
+new level is taken as quantified: the "predicted" column (the posterior median of the value)
+shows where one would fall below any assay's limit.
+
 Only posterior draws are read (no PyMC): the predictions of new measurements come from the
 closed-form kinetics of each draw (:mod:`dialyzability.results.predictive`).
 """
