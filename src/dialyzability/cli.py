@@ -449,6 +449,66 @@ def _template(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    """Rank the measurements a case lacks by the expected width of its ratio's interval."""
+    import matplotlib.pyplot as plt
+
+    from dialyzability.outputs.plots import DPI, plot_plan
+    from dialyzability.results.plan import plan
+
+    path = Path(args.source)
+    if path.is_dir():
+        if not (path / "posterior.nc").is_file():
+            print(
+                f"error: {path}: no posterior.nc (run `dialyzability fit` first)", file=sys.stderr
+            )
+            return 1
+        from dialyzability.api import load_fit
+        from dialyzability.io.case import CaseError
+        from dialyzability.io.drugs import DrugModelError
+
+        try:
+            result = load_fit(path)
+        except (CaseError, DrugModelError):
+            raise
+        except Exception as exc:  # a truncated file, another netCDF
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            print(
+                f"error: {path / 'posterior.nc'}: cannot be read as a fit of dialyzability "
+                f"({reason})",
+                file=sys.stderr,
+            )
+            return 1
+        if not result.single:
+            print(f"error: {path}: a pooled fit; plan from a single-case fit", file=sys.stderr)
+            return 1
+    else:
+        from dialyzability.api import fit
+        from dialyzability.io.case import load_case
+
+        case = load_case(path)
+        print(f"Fitting {case.id} ({case.drug}) with the default settings ...", file=sys.stderr)
+        result = fit(case, seed=args.seed)
+    try:
+        planned = plan(result, outcomes=args.outcomes, seed=args.seed)
+    except ValueError as exc:  # a case without any session: no ratio
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    converged = result.diagnostics().converged
+    if not converged:
+        print("NOT CONVERGED: the fit did not converge; the plan reads its draws all the same.")
+    print(planned.table())
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_whole(out / "plan.json", json.dumps(planned.to_json(), indent=2) + "\n")
+        figure = plot_plan(planned)
+        write_whole(out / "plan.png", lambda tmp: figure.savefig(tmp, dpi=DPI))
+        plt.close(figure)
+        print(f"\nWrote to {out}: plan.json, plan.png")
+    return 0 if converged else EXIT_NOT_CONVERGED
+
+
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
     """The sampling and output options shared by ``fit`` and ``pool``."""
     from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG as D
@@ -658,6 +718,27 @@ def build_parser() -> argparse.ArgumentParser:
     template.add_argument("--force", action="store_true", help="replace files that exist already")
     _models_option(template)
     template.set_defaults(func=_template)
+
+    plan = sub.add_parser(
+        "plan",
+        help="what would have settled it: the measurements that would narrow the ratio most",
+        description="For each measurement the case lacks (a level at the start and end of each "
+        "session, each session's effluent total, a urine collection over each session, the "
+        "exact time of each event given as a range), the expected fold range of the 95 %% "
+        "interval of CL_ECTR / CL_R had it been made, from the posterior without refitting "
+        "(reweighted draws), best first. CASE_OR_FIT_DIR: a fit folder (with posterior.nc) or "
+        "a case file (fitted first with the default settings).",
+    )
+    plan.add_argument(
+        "source", type=Path, metavar="CASE_OR_FIT_DIR", help="fit folder or case file (TOML)"
+    )
+    plan.add_argument("--out", type=Path, default=None, help="write plan.json and plan.png here")
+    plan.add_argument(
+        "--outcomes", type=_positive, default=30, help="outcomes simulated per candidate (30)"
+    )
+    plan.add_argument("--seed", type=int, default=0, help="seed of the outcomes (and of a fit)")
+    _models_option(plan)
+    plan.set_defaults(func=_plan)
 
     return parser
 

@@ -541,6 +541,21 @@ def plot_prior_posterior(fit, data: dict | None = None):
     return fig
 
 
+def plot_plan_of(fit):
+    """plan.png of a fit: :func:`plot_plan` of its plan (seeded, so the report's table shows the
+    same numbers), or a note when the case has no session to plan for."""
+    from dialyzability.results.plan import plan
+
+    try:
+        planned = plan(fit)
+    except ValueError as exc:
+        fig, ax = _figure(figsize=(8.0, 1.6))
+        ax.text(0.5, 0.5, str(exc), ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    return plot_plan(planned)
+
+
 FIGURES = {
     "fit.png": plot_levels,
     "ratio.png": plot_ratio,
@@ -548,6 +563,7 @@ FIGURES = {
     "extrip.png": plot_extrip,
     "sensitivity.png": plot_sensitivity,
     "prior_posterior.png": plot_prior_posterior,
+    "plan.png": plot_plan_of,
 }
 
 
@@ -649,5 +665,63 @@ def plot_forest(pooled, data: dict | None = None):
     ax.plot([], [], "--", color=SESSION_COLOUR, label="new patient (predictive)")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     ax.set_title(f"{pooled.drug.name}: {len(pooled.cases)} cases pooled", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_plan(plan):
+    """plan.png: the expected fold range of the ratio's interval had each candidate measurement
+    been made (:func:`~dialyzability.results.plan.plan`), best at the top, against the current
+    width (vertical line); refused estimates are listed at the bottom without a bar."""
+    rows = plan.rows
+    n = max(len(rows), 1)
+    fig, ax = _figure(figsize=(9.0, 1.6 + 0.34 * n))
+    y = np.arange(len(rows))[::-1]
+    current = plan.current_fold
+    for yy, r in zip(y, rows, strict=True):
+        if r["width_fold"] is None:
+            ax.text(1.0, yy, f"  {r['status']}", va="center", fontsize=8, color="grey")
+            continue
+        colour = {"level": BAND_COLOUR, "effluent": SESSION_COLOUR, "urine": URINE_COLOUR}.get(
+            r["kind"], "#7570b3"
+        )
+        ax.barh(yy, r["width_fold"] - 1.0, left=1.0, height=0.62, color=colour, alpha=0.85)
+        ax.text(
+            r["width_fold"],
+            yy,
+            f" {r['width_fold']:.3g}x ({r['narrowing']:.0%} narrower)",
+            va="center",
+            fontsize=7.5,
+        )
+    ax.axvline(current, color="black", lw=1.4, ls="--")
+    ax.annotate(
+        f"now {current:.3g}x",
+        (current, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(3, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    ax.set_xscale("log")
+    ax.set_xlim(1.0, current * 2.5)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(
+        f"Expected fold range (hi/lo) of the {plan.prob:.0%} interval of {plan.quantity}, "
+        "had the measurement been made"
+    )
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(color=colour, alpha=0.85, label=kind)
+        for kind, colour in (
+            ("level", BAND_COLOUR),
+            ("effluent total", SESSION_COLOUR),
+            ("urine amount", URINE_COLOUR),
+            ("exact time", "#7570b3"),
+        )
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="lower right", frameon=False)
+    ax.set_title(f"{plan.case}: what would have settled it (shorter is better)", fontsize=11)
     fig.tight_layout()
     return fig

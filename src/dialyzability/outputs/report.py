@@ -32,6 +32,8 @@ FIGURE_CAPTIONS = {
     "extracorporeal clearances and the half-life off ECTR, on log axes; each panel says how much "
     "the data narrowed the interval.",
     "sensitivity.png": "How the ratio depends on each timing the report gave only as a range.",
+    "plan.png": "What would have settled it: the expected fold range of the ratio's 95 % interval "
+    "had each missing measurement been made (best at the top), against the width now.",
 }
 
 
@@ -297,6 +299,43 @@ def _prior_rows(summary) -> tuple:
     return tuple(rows)
 
 
+def plan_blocks(fit) -> list[Block]:
+    """ "What would have settled it": the ranked table of
+    :func:`~dialyzability.results.plan.plan` (seeded: the same numbers as plan.png)."""
+    from dialyzability.results.plan import plan
+
+    try:
+        planned = plan(fit)
+    except ValueError:  # no session: no ratio to narrow
+        return []
+    b = [Block("h2", "What would have settled it")]
+    best = next((r for r in planned.rows if r["width_fold"] is not None), None)
+    text = (
+        f"The {planned.prob:.0%} interval of the ratio spans {planned.current_fold:.3g}-fold now "
+        "(high over low end, on the log scale). Had each measurement below been made, the "
+        "interval would have been expected to span (posterior draws reweighted by the simulated "
+        "measurement, without refitting):"
+    )
+    if best:
+        text += f" the most informative is {best['label']} ({best['time']})."
+    b.append(Block("p", text))
+    rows = tuple(
+        (
+            str(i),
+            r["label"],
+            r["time"],
+            "–" if r["width_fold"] is None else f"{r['width_fold']:.3g}-fold",
+            "–" if r["narrowing"] is None else f"{r['narrowing']:.0%}",
+            f"{r['ess_mean'] / planned.draws:.2f}",
+            r["status"],
+        )
+        for i, r in enumerate(planned.rows, 1)
+    )
+    header = ("#", "measurement", "when", "expected interval", "narrowing", "ESS/N", "status")
+    b.append(Block("table", rows=rows, header=header))
+    return b
+
+
 def build_report(fit, summary, figures: list[str]) -> Report:
     """Assemble the report of ``fit`` from its ``summary`` and the names of its figures: the
     verdict first, then the flags, the answer, the prior against the posterior, the amounts per
@@ -404,6 +443,8 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 header=("window", "collected (mg)", "modelled (mg)", f"modelled {pct} (mg)"),
             )
         )
+
+    b += plan_blocks(fit)
 
     b.append(Block("h2", "Classical estimates (model-free)"))
     rows = []
