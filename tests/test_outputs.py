@@ -11,8 +11,8 @@ import arviz as az
 import numpy as np
 import pytest
 
+from dialyzability.design import OBSERVATIONS
 from dialyzability.inference.run import PRIOR_DRAWS
-from dialyzability.model.observations import OBSERVATIONS
 from dialyzability.results.fit import Fit
 
 GROUPS = (

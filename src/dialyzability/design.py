@@ -7,6 +7,7 @@ peer all read about a case's structure.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -591,3 +592,48 @@ def make_batch(cases: list[Case], drug: DrugModel) -> Batch:
         sessions=tuple((i, w) for i, ix in enumerate(windows) for w in ix["sessions"]),
         collections=tuple((i, w) for i, ix in enumerate(windows) for w in ix["urine"]),
     )
+
+
+@dataclass(frozen=True)
+class ObservationKind:
+    """One kind of observation: what it is, where its numbers are, what it is compared with.
+
+    The observation registry (:data:`OBSERVATIONS`) is read by the model builder (densities,
+    :mod:`dialyzability.model.observations`), the saved posterior's groups, the plots, the
+    plan and the report.
+
+    Attributes
+    ----------
+    name
+        The dimension of its observations (and the ``pred_<name>`` variable).
+    variable
+        Its variable in ``observed_data``, ``log_likelihood`` and ``posterior_predictive``.
+    error
+        Key of its error prior in the drug model's ``errors``.
+    label, unit
+        What a clinician reads, and the unit of the values.
+    select
+        The batch's observations of this kind.
+    """
+
+    name: str
+    variable: str
+    error: str
+    label: str
+    unit: str
+    select: Callable[[Batch], Observations]
+
+    @property
+    def prediction(self) -> str:
+        """Name of the posterior variable it is compared with."""
+        return f"pred_{self.name}"
+
+
+#: every kind of observation, in the order of the outputs
+OBSERVATIONS: tuple[ObservationKind, ...] = (
+    ObservationKind("level", "concentration", "level", "Plasma level", "mg/L", lambda b: b.levels),
+    ObservationKind("urine", "urine_amount", "urine", "Urine amount", "mg", lambda b: b.urine),
+    ObservationKind(
+        "effluent", "effluent_amount", "effluent", "Effluent amount", "mg", lambda b: b.effluent
+    ),
+)

@@ -4,17 +4,17 @@ One layout whichever sampler ran (DESIGN §7): ``posterior`` (every parameter, t
 predictions and the amounts removed, dims named and labelled), ``sample_stats``, ``prior``
 (forward draws of the same variables), ``observed_data``, ``constant_data``, ``log_likelihood``
 and ``posterior_predictive`` / ``prior_predictive`` (one variable per kind of observation of
-:data:`~dialyzability.model.observations.OBSERVATIONS`, one value per observation).
+:data:`~dialyzability.design.OBSERVATIONS`, one value per observation).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dialyzability.design import RAW, Batch, make_batch
+from dialyzability.design import OBSERVATIONS, RAW, Batch, make_batch
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
-from dialyzability.model.observations import OBSERVATIONS
+from dialyzability.model.observations import draws
 
 #: prior draws kept in the ``prior`` group
 PRIOR_DRAWS = 1000
@@ -128,10 +128,10 @@ def complete(idata, batch: Batch, prior, seed: int):
         if not len(obs):
             continue
         observed[kind.variable] = ((kind.name,), obs.value)
-        ll, yrep = kind.draws(batch, _flat(posterior, kind.prediction), rng)
+        ll, yrep = draws(kind, batch, _flat(posterior, kind.prediction), rng)
         loglik[kind.variable] = _shaped(posterior, ll, kind.name)
         post_pred[kind.variable] = _shaped(posterior, yrep, kind.name)
-        _, yrep = kind.draws(batch, _flat(prior, kind.prediction), rng, prior=True)
+        _, yrep = draws(kind, batch, _flat(prior, kind.prediction), rng, prior=True)
         prior_pred[kind.variable] = _shaped(prior, yrep, kind.name)
     constant = {
         "level_below_lloq": (("level",), batch.levels.censored),

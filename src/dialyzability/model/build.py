@@ -68,10 +68,18 @@ from typing import Literal
 
 import numpy as np
 
-from dialyzability.design import POPULATION_SPREAD, RAW, Batch, make_batch, mu_name, tau_name
+from dialyzability.design import (
+    OBSERVATIONS,
+    POPULATION_SPREAD,
+    RAW,
+    Batch,
+    make_batch,
+    mu_name,
+    tau_name,
+)
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
-from dialyzability.model.observations import OBSERVATIONS
+from dialyzability.model.observations import density
 
 Population = Literal["fixed", "hierarchical"]
 #: half-normal scales of the between-case SDs (log scale): a factor of e^0.5 = 1.65 is typical
@@ -381,5 +389,5 @@ def build_model(
 
         for obs in OBSERVATIONS:
             if obs.name in preds:
-                obs.density(batch, preds[obs.name], data)
+                density(obs, batch, preds[obs.name], data)
     return Model(batch, population, model)

@@ -1,9 +1,10 @@
 """The observation registry: one entry per kind of observation (DESIGN §4).
 
-Each :class:`Kind` knows the batch's observations of its kind, the prediction it is compared
-with (a ``pred_*`` variable of the posterior), its density in the model (observed variables),
-its pointwise log-likelihood and posterior-predictive draw (numpy, for the saved posterior),
-its label and unit, and its error prior in the drug model.
+The registry itself (:data:`~dialyzability.design.OBSERVATIONS`: each kind's observations in a
+batch, the prediction it is compared with, its label, unit and error prior) is PyMC-free and
+lives in :mod:`dialyzability.design`; here are each kind's density in the model (observed
+variables, :func:`density`) and its pointwise log-likelihood and posterior-predictive draw
+(numpy, for the saved posterior, :func:`draws`).
 
 Error model. Observation y of kind K in case c is log-normal around its prediction μ with SD σ
 (log scale), σ shared by the case's observations of that kind; σ² ~ InvGamma(ν/2, ν s²/2) with
@@ -27,12 +28,10 @@ scale of y).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from dialyzability.design import Batch, Observations
+from dialyzability.design import Batch, ObservationKind
 from dialyzability.io.drugs import error_prior
 
 
@@ -50,103 +49,68 @@ def marginal_t(log_y, mu, case: np.ndarray, n_cases: int, nu: float, scale: floa
     return (joint / np.maximum(n, 1.0))[case]
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One kind of observation.
+def density(kind: ObservationKind, batch: Batch, pred, data: dict) -> None:
+    """Add the observed variables of ``kind`` to the model in context (see module)."""
+    import pymc as pm
+    import pytensor.tensor as pt
 
-    Attributes
-    ----------
-    name
-        The dimension of its observations (and the ``pred_<name>`` variable).
-    variable
-        Its variable in ``observed_data``, ``log_likelihood`` and ``posterior_predictive``.
-    error
-        Key of its error prior in the drug model's ``errors``.
-    label, unit
-        What a clinician reads, and the unit of the values.
-    select
-        The batch's observations of this kind.
-    """
+    obs = kind.select(batch)
+    nu, scale = error_prior(batch.drug.errors[kind.error])
+    log_mu = pt.log(pt.maximum(pred, 1e-300))
+    quantified = np.flatnonzero(~obs.censored)
+    if len(quantified):
+        case = obs.case[quantified]
 
-    name: str
-    variable: str
-    error: str
-    label: str
-    unit: str
-    select: Callable[[Batch], Observations]
+        def logp(value, mu):
+            return marginal_t(value, mu, case, batch.n_cases, nu, scale)
 
-    @property
-    def prediction(self) -> str:
-        """Name of the posterior variable it is compared with."""
-        return f"pred_{self.name}"
-
-    def density(self, batch: Batch, pred, data: dict) -> None:
-        """Add the observed variables of this kind to the model in context (see module)."""
-        import pymc as pm
-        import pytensor.tensor as pt
-
-        obs = self.select(batch)
-        nu, scale = error_prior(batch.drug.errors[self.error])
-        log_mu = pt.log(pt.maximum(pred, 1e-300))
-        quantified = np.flatnonzero(~obs.censored)
-        if len(quantified):
-            case = obs.case[quantified]
-
-            def logp(value, mu):
-                return marginal_t(value, mu, case, batch.n_cases, nu, scale)
-
-            pm.CustomDist(
-                f"obs_{self.name}",
-                log_mu[quantified],
-                logp=logp,
-                observed=data[f"{self.name}_log_y"][quantified],
-            )
-        censored = np.flatnonzero(obs.censored)
-        if len(censored):
-            lloq = data[f"{self.name}_log_y"][censored]
-            pm.Censored(
-                f"obs_{self.name}_below_lloq",
-                pm.StudentT.dist(nu=nu, mu=log_mu[censored], sigma=scale),
-                lower=lloq,
-                upper=None,
-                observed=lloq,
-            )
-
-    def draws(self, batch: Batch, pred: np.ndarray, rng: np.random.Generator, prior=False):
-        """Pointwise log-likelihood and predictive draws, (S, n) each, for predictions ``pred``
-        (S draws x n observations); ``prior``: σ from its prior (prior predictive)."""
-        from scipy import stats
-
-        obs = self.select(batch)
-        nu, scale = error_prior(batch.drug.errors[self.error])
-        log_y = np.log(obs.value)[None, :]
-        log_mu = np.log(np.maximum(pred, 1e-300))
-        r = log_y - log_mu
-        q = ~obs.censored
-        n_draws = pred.shape[0]
-        # sigma per draw and case from its conditional posterior (or prior)
-        n = obs.per_case(batch.n_cases, q)
-        ss = np.zeros((n_draws, batch.n_cases))
-        if not prior:
-            np.add.at(ss.T, obs.case[q], (r[:, q] ** 2).T)
-            shape = (nu + n) / 2
-        else:
-            shape = np.full(batch.n_cases, nu / 2)
-        rate = (nu * scale**2 + ss) / 2
-        sigma = np.sqrt(rate / rng.gamma(shape, 1.0, size=ss.shape))[:, obs.case]
-        loglik = stats.norm.logpdf(log_y, log_mu, sigma) - log_y
-        eps = rng.normal(size=pred.shape)
-        predictive = np.exp(log_mu + sigma * eps)
-        if obs.censored.any():
-            c = obs.censored
-            loglik[:, c] = stats.t.logcdf(r[:, c] / scale, nu)
-            predictive[:, c] = np.exp(log_mu[:, c] + scale * rng.standard_t(nu, (n_draws, c.sum())))
-        return loglik, predictive
+        pm.CustomDist(
+            f"obs_{kind.name}",
+            log_mu[quantified],
+            logp=logp,
+            observed=data[f"{kind.name}_log_y"][quantified],
+        )
+    censored = np.flatnonzero(obs.censored)
+    if len(censored):
+        lloq = data[f"{kind.name}_log_y"][censored]
+        pm.Censored(
+            f"obs_{kind.name}_below_lloq",
+            pm.StudentT.dist(nu=nu, mu=log_mu[censored], sigma=scale),
+            lower=lloq,
+            upper=None,
+            observed=lloq,
+        )
 
 
-#: every kind of observation, in the order of the outputs
-OBSERVATIONS: tuple[Kind, ...] = (
-    Kind("level", "concentration", "level", "Plasma level", "mg/L", lambda b: b.levels),
-    Kind("urine", "urine_amount", "urine", "Urine amount", "mg", lambda b: b.urine),
-    Kind("effluent", "effluent_amount", "effluent", "Effluent amount", "mg", lambda b: b.effluent),
-)
+def draws(
+    kind: ObservationKind, batch: Batch, pred: np.ndarray, rng: np.random.Generator, prior=False
+):
+    """Pointwise log-likelihood and predictive draws of ``kind``, (S, n) each, for predictions
+    ``pred`` (S draws x n observations); ``prior``: σ from its prior (prior predictive)."""
+    from scipy import stats
+
+    obs = kind.select(batch)
+    nu, scale = error_prior(batch.drug.errors[kind.error])
+    log_y = np.log(obs.value)[None, :]
+    log_mu = np.log(np.maximum(pred, 1e-300))
+    r = log_y - log_mu
+    q = ~obs.censored
+    n_draws = pred.shape[0]
+    # sigma per draw and case from its conditional posterior (or prior)
+    n = obs.per_case(batch.n_cases, q)
+    ss = np.zeros((n_draws, batch.n_cases))
+    if not prior:
+        np.add.at(ss.T, obs.case[q], (r[:, q] ** 2).T)
+        shape = (nu + n) / 2
+    else:
+        shape = np.full(batch.n_cases, nu / 2)
+    rate = (nu * scale**2 + ss) / 2
+    sigma = np.sqrt(rate / rng.gamma(shape, 1.0, size=ss.shape))[:, obs.case]
+    loglik = stats.norm.logpdf(log_y, log_mu, sigma) - log_y
+    eps = rng.normal(size=pred.shape)
+    predictive = np.exp(log_mu + sigma * eps)
+    if obs.censored.any():
+        c = obs.censored
+        loglik[:, c] = stats.t.logcdf(r[:, c] / scale, nu)
+        predictive[:, c] = np.exp(log_mu[:, c] + scale * rng.standard_t(nu, (n_draws, c.sum())))
+    return loglik, predictive

@@ -67,9 +67,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialyzability.design import case_events, session_name, urine_name
+from dialyzability.design import OBSERVATIONS, case_events, session_name, urine_name
 from dialyzability.io.drugs import error_prior
-from dialyzability.model.observations import OBSERVATIONS
 from dialyzability.results.quantities import HDI_PROB, REGISTRY, name_of
 
 #: outcomes simulated per candidate
