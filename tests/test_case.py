@@ -256,3 +256,38 @@ def test_load_cases_folder_and_duplicates(tmp_path, lee_raw, write_case):
     write_case(lee_raw, "b.toml")
     with pytest.raises(CaseError, match="also used by"):
         load_cases(tmp_path)
+
+
+def test_two_levels_at_the_same_time_in_one_matrix(lee_raw, write_case):
+    """Two serum levels at 14 h (the founding case's 882 ng/mL and another) are an error that
+    names the file, [[concentrations]] #2, time_h and both entries, reported with the file's
+    other problems; a plasma level at the same time, or a level at a range of times, is not."""
+    lee_raw["concentrations"] += [
+        {"time_h": 14, "value": "0.5 mg/L", "matrix": "serum"},  # #2: same time and matrix
+        {"time_h": 14, "value": "0.9 mg/L"},  # #3: plasma (the default), another matrix
+        {"time_h": [13, 15], "value": "0.8 mg/L", "matrix": "serum"},  # #4: a range
+        {"time_h": 20, "value": "0.3 mg/L", "matrix": "blood"},  # #5
+        {"time_h": 20, "matrix": "blood", "lloq": "0.1 mg/L", "below_lloq": True},  # #6
+    ]
+    lee_raw["patient"]["weight"] = "-3 kg"  # an unrelated problem of the same file
+    path = write_case(lee_raw)
+    with pytest.raises(CaseError) as info:
+        load_case(path)
+    same = [p for p in info.value.problems if "same time" in p.message]
+    assert [(p.file, p.block, p.index, p.field) for p in same] == [
+        (str(path), "concentrations", 2, "time_h"),
+        (str(path), "concentrations", 6, "time_h"),
+    ]
+    assert "serum" in same[0].message and "#1 and #2" in same[0].message
+    assert "14 h" in same[0].message
+    assert "blood" in same[1].message and "#5 and #6" in same[1].message
+    assert any(p.block == "patient" for p in info.value.problems)  # reported together
+    assert f"{path}: concentrations[2].time_h: two serum levels" in str(info.value)
+
+
+def test_levels_at_the_same_time_in_different_matrices_are_fine(lee_raw, write_case):
+    # the founding case's serum level at 14 h, and plasma and whole-blood levels at 14 h
+    lee_raw["concentrations"].append({"time_h": 14, "value": "0.9 mg/L", "matrix": "plasma"})
+    lee_raw["concentrations"].append({"time_h": 14, "value": "1.2 mg/L", "matrix": "blood"})
+    case = load_case(write_case(lee_raw))
+    assert [c.matrix for c in case.concentrations] == ["serum", "plasma", "blood"]

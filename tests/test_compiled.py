@@ -6,8 +6,10 @@ the log density and gradient of a PyMC model freshly built for the same case.
 
 import ctypes
 import os
+import stat
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -230,3 +232,202 @@ def test_code_bound_to_this_process_is_not_stored(cache):
     assert hit  # from this process's memory
     logp, _ = _call(again, np.zeros(again.n_dim))
     assert np.isfinite(logp)
+
+
+# ------------------------------------------------------------------ the cache lets no one in
+#
+# Reading an entry unpickles it (code is run), so entries of other users or in folders others
+# can write are never read. These tests compile SMALL once for the module; in each test the
+# compile step is a stub returning that real entry, so the model restored from it is a working
+# one (its log density is called) and the tests stay fast.
+
+
+@pytest.fixture(scope="module")
+def small_entry():
+    case = parse_case(SMALL, "small.toml")
+    return compiled._compile(_batch(case), "fixed", "log_k")
+
+
+@pytest.fixture
+def stub_compile(small_entry, monkeypatch):
+    """The compile step replaced by the module's real entry; returns the list of calls."""
+    calls = []
+
+    def compile_(batch, population, coordinates):
+        calls.append(population)
+        return small_entry
+
+    monkeypatch.setattr(compiled, "_compile", compile_)
+    monkeypatch.setattr(compiled, "_MEMORY", {})
+    return calls
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Fails the test if anything is unpickled from the cache."""
+
+    def load(f, *args, **kwargs):
+        raise AssertionError(f"unpickled {getattr(f, 'name', f)}")
+
+    monkeypatch.setattr(compiled.pickle, "load", load)
+
+
+def _small_batch():
+    return _batch(parse_case(SMALL, "small.toml"))
+
+
+def _works(model):
+    logp, grad = _call(model, np.zeros(model.n_dim))
+    return np.isfinite(logp) and np.all(np.isfinite(grad))
+
+
+def _plant(folder, small_entry, mode=0o600):
+    """An entry at the SMALL key, written by 'someone' (as this user; ownership is faked)."""
+    path = folder / f"{compiled.cache_key(_small_batch(), 'fixed')}.nutpie"
+    path.write_bytes(compiled.pickle.dumps(small_entry))
+    os.chmod(path, mode)
+    return path
+
+
+def test_cache_folder_and_entries_are_owner_only(tmp_path, monkeypatch, stub_compile):
+    """A missing cache folder is created 0o700 and its entry written 0o600, without a
+    warning; the next process-level look-up reads it back."""
+    folder = tmp_path / "home" / "cache"
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", compiled.CacheWarning)
+        model, hit = compiled.compiled_model(_small_batch())
+        assert not hit and _works(model)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        (entry,) = folder.iterdir()
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+        compiled._MEMORY.clear()
+        again, hit = compiled.compiled_model(_small_batch())
+    assert hit and _works(again) and stub_compile == ["fixed"]
+
+
+def test_entry_of_another_user_is_not_unpickled(
+    tmp_path, monkeypatch, small_entry, stub_compile, no_unpickling
+):
+    """An entry owned by someone else (ownership faked: the open file's status says another
+    uid) warns, is never unpickled, and the model is compiled; the folder being the user's
+    own, the fresh entry replaces the foreign one."""
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(tmp_path))
+    path = _plant(tmp_path, small_entry)
+    real_fstat, me = os.fstat, os.getuid()
+
+    def fstat(fd):
+        st = list(real_fstat(fd))
+        st[stat.ST_UID] = me + 1
+        return os.stat_result(st)
+
+    monkeypatch.setattr(compiled.os, "fstat", fstat)
+    with pytest.warns(compiled.CacheWarning, match="owned by another user") as record:
+        model, hit = compiled.compiled_model(_small_batch())
+    assert str(path) in str(record[0].message)
+    assert not hit and _works(model) and stub_compile == ["fixed"]
+    monkeypatch.setattr(compiled.os, "fstat", real_fstat)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # rewritten by this user
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602], ids=["group", "others"])
+def test_entry_writable_by_others_is_not_unpickled(
+    tmp_path, monkeypatch, small_entry, stub_compile, no_unpickling, mode
+):
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(tmp_path))
+    path = _plant(tmp_path, small_entry, mode)
+    who = "group" if mode & 0o020 else "others"
+    with pytest.warns(compiled.CacheWarning, match=f"writable by {who}") as record:
+        model, hit = compiled.compiled_model(_small_batch())
+    assert str(path) in str(record[0].message)
+    assert not hit and _works(model) and stub_compile == ["fixed"]
+
+
+def test_symlinked_entry_is_not_followed(
+    tmp_path, monkeypatch, small_entry, stub_compile, no_unpickling
+):
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    elsewhere = _plant(tmp_path, small_entry)
+    (folder / elsewhere.name).symlink_to(elsewhere)
+    with pytest.warns(compiled.CacheWarning, match="cannot be opened safely"):
+        model, hit = compiled.compiled_model(_small_batch())
+    assert not hit and _works(model)
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777])
+def test_folder_writable_by_others_is_neither_read_nor_written(
+    tmp_path, monkeypatch, small_entry, stub_compile, no_unpickling, mode
+):
+    """A planted entry (0o600, this user's) in a folder others can write is never unpickled,
+    the model is compiled in memory, and nothing is written into that folder."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, mode)
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    path = _plant(folder, small_entry)
+    before = path.read_bytes(), path.stat().st_mtime_ns
+    with pytest.warns(compiled.CacheWarning, match="writable by") as record:
+        model, hit = compiled.compiled_model(_small_batch())
+    message = str(record[0].message)
+    assert str(folder) in message and f"mode {mode:o}" in message and "chmod 700" in message
+    assert not hit and _works(model) and stub_compile == ["fixed"]
+    assert [p.name for p in folder.iterdir()] == [path.name]
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert stat.S_IMODE(folder.stat().st_mode) == mode  # never changed
+
+
+def test_folder_of_another_user_is_neither_read_nor_written(
+    tmp_path, monkeypatch, small_entry, stub_compile, no_unpickling
+):
+    """Ownership faked through ``os.getuid``: the folder (and its 0o700 mode) belongs to
+    someone else, so nothing in it is read and nothing is written."""
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    path = _plant(folder, small_entry)
+    uid = os.getuid()
+    monkeypatch.setattr(compiled.os, "getuid", lambda: uid + 1)
+    with pytest.warns(compiled.CacheWarning, match="owned by another user") as record:
+        model, hit = compiled.compiled_model(_small_batch())
+    assert str(folder) in str(record[0].message)
+    assert not hit and _works(model)
+    assert [p.name for p in folder.iterdir()] == [path.name]
+
+
+def test_uncreatable_cache_folder_falls_back_to_memory(tmp_path, monkeypatch, stub_compile):
+    """The cache path runs through a regular file, so the folder cannot be created: a warning,
+    the model compiled in memory, and within the process the next look-up is a hit."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    folder = blocker / "cache"
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    with pytest.warns(compiled.CacheWarning, match="cannot create the compile cache folder") as rec:
+        model, hit = compiled.compiled_model(_small_batch())
+    assert str(folder) in str(rec[0].message)
+    assert not hit and _works(model)
+    assert compiled.compiled_model(_small_batch())[1]  # from memory
+    assert blocker.read_text() == "" and stub_compile == ["fixed"]
+
+
+def test_unwritable_cache_folder_falls_back_to_memory(tmp_path, monkeypatch, stub_compile):
+    """A read-only cache folder (0o500): the entry cannot be written, a warning, the fit goes
+    on. (Run as root, permissions do not bind, so the write is made to fail as it would.)"""
+    folder = tmp_path / "readonly"
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o500)
+    monkeypatch.setenv("DIALYZABILITY_CACHE", str(folder))
+    if os.geteuid() == 0:
+
+        def refuse(path, write):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(compiled, "write_whole", refuse)
+    try:
+        with pytest.warns(compiled.CacheWarning, match="cannot write the compile cache entry"):
+            model, hit = compiled.compiled_model(_small_batch())
+        assert not hit and _works(model)
+        assert list(folder.iterdir()) == []
+    finally:
+        os.chmod(folder, 0o700)

@@ -11,8 +11,20 @@ cases with other timing assumptions, levels or doses) compiles once.
 
 Where: ``$DIALYZABILITY_CACHE`` if set, else ``$XDG_CACHE_HOME/dialyzability`` (default
 ``~/.cache/dialyzability``). Each entry is one file, written to a temporary name and renamed
-into place (atomic), so two processes that compile the same structure at once both end with a
-complete entry; an unreadable entry is compiled again. Deleting the directory is always safe.
+into place (atomic, :mod:`dialyzability.io.files`), so two processes that compile the same
+structure at once both end with a complete entry; an unreadable entry is compiled again.
+Deleting the directory is always safe.
+
+Reading an entry unpickles it, and unpickling can run code, so the cache trusts only what the
+user could have written: the folder is created owner-only (0o700) and entries are written
+owner-only (0o600); a folder owned by another user or writable by group or others is neither
+read nor written, and an entry owned by another user, writable by group or others, or not a
+regular file is not read (each with a :class:`CacheWarning` naming the path and why; the model
+is compiled again). A folder that cannot be created or written only costs time: a warning, and
+the model is compiled in memory. An existing folder's permissions are never changed; fix an
+unsafe one with ``chmod 700`` (and remove entries you did not write), or point
+``$DIALYZABILITY_CACHE`` elsewhere. Where the system has no user ids (Windows) only the entry
+being a regular file is checked.
 
 The entry holds the numba-compiled object code of nutpie's log-density and expansion functions
 (the same code nutpie would build in-process), their nutpie metadata, and the unconstrained
@@ -26,7 +38,9 @@ import json
 import os
 import pickle
 import platform
+import stat
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +64,16 @@ _GRAPH_MODULES = (
 )
 _PACKAGES = ("pymc", "pytensor", "nutpie", "numba", "llvmlite", "numpy", "scipy")
 _MEMORY: dict[str, object] = {}
+#: permissions of the cache folder and of its entries
+FOLDER_MODE, ENTRY_MODE = 0o700, 0o600
+
+
+class CacheWarning(UserWarning):
+    """The compile cache was not used (unsafe or unavailable); the fit goes on, compiling."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CacheWarning, stacklevel=4)
 
 
 def cache_dir() -> Path:
@@ -152,14 +176,96 @@ def _compile(batch: Batch, population: str, coordinates: str) -> dict:
     }
 
 
-def _read(path: Path) -> dict | None:
+def _uid() -> int | None:
+    """The current user's id; None where the system has none (Windows)."""
+    getuid = getattr(os, "getuid", None)
+    return getuid() if getuid is not None else None
+
+
+def _untrusted(st: os.stat_result) -> str:
+    """Why a file or folder with status ``st`` may hold someone else's code (``""`` if not)."""
+    uid = _uid()
+    if uid is None:
+        return ""
+    if st.st_uid != uid:
+        return f"it is owned by another user (uid {st.st_uid}; you are {uid})"
+    who = [w for bit, w in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others")) if st.st_mode & bit]
+    if who:
+        return f"it is writable by {' and '.join(who)} (mode {stat.S_IMODE(st.st_mode):o})"
+    return ""
+
+
+def _open_folder(folder: Path) -> bool:
+    """Whether the cache folder can be used: created owner-only if missing, and trusted.
+    Warns (and returns False) when it cannot be created or is not to be trusted."""
     try:
-        with path.open("rb") as f:
-            entry = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError):
+        folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        st = folder.stat()
+    except OSError as exc:
+        _warn(
+            f"cannot create the compile cache folder {folder} ({exc.strerror or exc}); the "
+            "model is compiled in memory and the next fit compiles it again"
+        )
+        return False
+    why = _untrusted(st)
+    if why:
+        _warn(
+            f"not using the compile cache folder {folder}: {why}, so its entries (compiled "
+            "code, run when read) could have been put there by someone else; the model is "
+            f"compiled in memory. Make it yours only (chmod 700 {folder}) or set "
+            "DIALYZABILITY_CACHE to a folder of your own"
+        )
+        return False
+    return True
+
+
+def _read(path: Path) -> dict | None:
+    """The entry at ``path``, or None when missing, unreadable or not to be trusted (then with
+    a warning): its owner and permissions are checked on the open file before unpickling."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        _warn(
+            f"not reading the compile cache entry {path}: it cannot be opened safely "
+            f"({exc.strerror or exc}; a symbolic link is not followed); the model is compiled "
+            "again"
+        )
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        why = _untrusted(st) if stat.S_ISREG(st.st_mode) else "it is not a regular file"
+        if why:
+            _warn(
+                f"not reading the compile cache entry {path}: {why}; a cache entry is code "
+                "run when read, so the model is compiled again"
+            )
+            return None
+        try:
+            entry = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError):
+            return None
     valid = isinstance(entry, dict) and entry.get("format") == FORMAT and entry.get("relocatable")
     return entry if valid else None
+
+
+def _store(path: Path, entry: dict) -> None:
+    """Write an entry owner-only, whole or not at all; a failure only warns."""
+    data = pickle.dumps(entry)
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ENTRY_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    try:
+        write_whole(path, write)
+    except OSError as exc:
+        _warn(
+            f"cannot write the compile cache entry {path} ({exc.strerror or exc}); the model "
+            "is kept in memory and the next process compiles it again"
+        )
 
 
 def _restore(entry: dict):
@@ -192,24 +298,28 @@ def compiled_model(
     (model, hit)
         A ``nutpie`` compiled model ready for ``nutpie.sample``, and whether it came from the
         cache (False: compiled now, and stored on disk unless its code holds addresses of this
-        process, as a model with censored levels does; such code is reused within the process
-        only).
+        process, as a model with censored levels does, or the cache folder is unsafe or
+        unwritable; such code is reused within the process only).
+
+    Warns
+    -----
+    CacheWarning
+        When the cache folder or an entry is not to be trusted, or the folder cannot be
+        created or written (the fit goes on; see the module docstring).
     """
     key = cache_key(batch, population, coordinates)
     hit = True
     model = _MEMORY.get(key)
     if model is None:
-        path = cache_dir() / f"{key}.nutpie"
-        entry = _read(path)
+        folder = cache_dir()
+        usable = _open_folder(folder)
+        path = folder / f"{key}.nutpie"
+        entry = _read(path) if usable else None
         if entry is None:
             hit = False
             entry = _compile(batch, population, coordinates)
-            try:
-                if entry["relocatable"]:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_whole(path, lambda tmp: tmp.write_bytes(pickle.dumps(entry)))
-            except OSError:
-                pass  # a read-only cache only costs the next fit a compilation
+            if usable and entry["relocatable"]:
+                _store(path, entry)
         model = _MEMORY[key] = _restore(entry)
     data = batch.data
     return model.with_data(**{k: v for k, v in data.items() if k in model.shared_data}), hit

@@ -899,6 +899,22 @@ def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]
                 i,
                 "value",
             )
+    # one level per known time and matrix: two at the same time would be silently re-sorted by
+    # any curve through them (which is first?); ranged times are unknowns, not compared
+    first_at: dict[tuple[str, float], int] = {}
+    for i, c in _entries(case, "concentrations"):
+        if c.time_h.is_range:
+            continue
+        earlier = first_at.setdefault((c.matrix, c.time_h.lo), i)
+        if earlier != i:
+            fail(
+                f"two {c.matrix} levels at the same time ({c.time_h.lo:g} h): concentrations "
+                f"#{earlier} and #{i}; give one level per time and matrix (e.g. the mean of "
+                "repeat assays), or correct the time",
+                "concentrations",
+                i,
+                "time_h",
+            )
     timed = [
         (i, s)
         for i, s in _entries(case, "sessions")

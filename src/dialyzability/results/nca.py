@@ -11,15 +11,37 @@ calls "lin up/log down"). An estimate is computed only when measured levels brac
 the window's times are known exactly; otherwise it is reported as not computable with the reason,
 never extrapolated. When a urine collection and a session cover the same window, the ratio of the
 amounts equals the ratio of the clearances, because the AUC cancels.
+
+The curve follows PKNCA's conventions (Denney W, Duvvuri S, Buckeridge C. Simple, automatic
+noncompartmental analysis: the PKNCA R package. J Pharmacokinet Pharmacodyn 2015;42(S1):S65):
+
+* one curve per matrix: plasma, serum and whole-blood levels are never mixed. A window uses the
+  matrix whose levels give its AUC, plasma first, then serum, then blood, and the estimate says
+  which (:attr:`Estimate.matrix`); when none does alone, it is not computable with the reason;
+* a level below the LLOQ at or before the first dose (and before the matrix's first quantified
+  level) counts as 0, PKNCA's default for BLQ before the first measurable level
+  (``clean.conc.blq``, ``first = "keep"``), so a window starting at the dose can be computed;
+  other levels below the LLOQ are left out (PKNCA drops those in the middle; a trailing one,
+  which PKNCA keeps as 0, is left out too: nothing is extrapolated to zero);
+* no interpolation across a dose: a window with a dose inside it, or whose bracketing levels
+  straddle a dose, is not computable (PKNCA integrates one dosing interval at a time); an iv
+  bolus at the first level of a segment is too, since the level just after it is not measured
+  (PKNCA would back-extrapolate C0);
+* two levels at the same time in one matrix are an error of the case file
+  (:mod:`dialyzability.io.case`), never silently re-sorted.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
-from dialyzability.io.case import Case, Time
+from dialyzability.io.case import Case, Dose, Time
+
+#: the matrices of levels, in the order a window's curve is looked for
+MATRICES = ("plasma", "serum", "blood")
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,8 @@ class Estimate:
     auc: float | None = None
     amount: float | None = None
     window: tuple[float, float] | None = None
+    #: the matrix whose levels gave the AUC ("plasma", "serum", "blood"), if any
+    matrix: str | None = None
 
     @property
     def computable(self) -> bool:
@@ -69,19 +93,38 @@ def segment_auc(t1: float, c1: float, t2: float, c2: float, u: float, v: float) 
     return 0.5 * (cu + cv) * (v - u)
 
 
-def measured_levels(case: Case) -> list[tuple[float, float]]:
-    """(time h, level mg/L) of the quantified levels at exactly known times, sorted by time."""
-    return sorted(
-        (c.time_h.lo, c.value)
-        for c in case.concentrations
-        if not c.below_lloq and c.value is not None and not c.time_h.is_range
-    )
+def measured_levels(case: Case, matrix: str = "plasma") -> list[tuple[float, float]]:
+    """(time h, level mg/L) of one matrix's curve, sorted by time: its quantified levels at
+    exactly known times, and as 0 a level below the LLOQ at or before the first dose and before
+    the first quantified level (PKNCA's ``first = "keep"``). Other levels below the LLOQ, and
+    levels at a range of times, are left out."""
+    own = [c for c in case.concentrations if c.matrix == matrix and not c.time_h.is_range]
+    levels = [(c.time_h.lo, c.value) for c in own if not c.below_lloq and c.value is not None]
+    first_level = min((t for t, _ in levels), default=math.inf)
+    first_dose = min((d.time_h.lo for d in case.doses), default=-math.inf)
+    zeros = [
+        (c.time_h.lo, 0.0)
+        for c in own
+        if c.below_lloq and c.time_h.lo <= first_dose and c.time_h.lo < first_level
+    ]
+    return sorted(levels + zeros)
+
+
+def _dose_time(d: Dose | Time) -> Time:
+    return d if isinstance(d, Time) else d.time_h
 
 
 def window_auc(
-    levels: list[tuple[float, float]], start: Time, end: Time
+    levels: list[tuple[float, float]],
+    start: Time,
+    end: Time,
+    doses: Iterable[Dose | Time] = (),
 ) -> tuple[float | None, str]:
-    """AUC (mg·h/L) over ``[start, end]`` from measured levels, or None and the reason."""
+    """AUC (mg·h/L) over ``[start, end]`` from one matrix's levels, or None and the reason.
+
+    ``doses`` (the case's doses, or their times) keep the curve from being interpolated
+    across a dose (see the module docstring)."""
+    doses = list(doses)
     timing = f"the window's timing is a range ({start} to {end})"
     if len(levels) < 2:
         few = (
@@ -93,7 +136,17 @@ def window_auc(
     if start.is_range or end.is_range:
         return None, timing
     a, b = start.lo, end.lo
+    for d in doses:
+        t = _dose_time(d)
+        if t.hi > a and t.lo < b:
+            may = "may fall" if t.is_range else "falls"
+            return None, (
+                f"a dose at {t} {may} inside the window ({a:g}-{b:g} h); the AUC is not "
+                "integrated across a dose"
+            )
     times = [t for t, _ in levels]
+    if any(t2 <= t1 for t1, t2 in pairwise(times)):
+        return None, "two levels at the same time; one level per time is needed"
     if times[0] > a or times[-1] < b:
         return None, (
             f"measured levels ({times[0]:g}-{times[-1]:g} h) do not bracket the window "
@@ -101,47 +154,88 @@ def window_auc(
         )
     auc = 0.0
     for (t1, c1), (t2, c2) in pairwise(levels):
-        if t2 > t1:
-            auc += segment_auc(t1, c1, t2, c2, max(a, t1), min(b, t2))
+        u, v = max(a, t1), min(b, t2)
+        if v <= u:
+            continue
+        for d in doses:
+            t = _dose_time(d)
+            if t.hi > t1 and t.lo < t2:
+                return None, (
+                    f"the levels at {t1:g} h and {t2:g} h, which the window needs, straddle "
+                    f"a dose at {t}; no interpolation across a dose"
+                )
+            if getattr(d, "route", "") == "iv" and t.lo <= t1 <= t.hi:
+                return None, (
+                    f"an iv dose at {t}: the level just after it is not measured (no "
+                    "back-extrapolation of C0)"
+                )
+        auc += segment_auc(t1, c1, t2, c2, u, v)
     if auc <= 0:
         return None, "the AUC over the window is zero"
     return auc, ""
 
 
+def window_estimate(case: Case, start: Time, end: Time) -> tuple[float | None, str, str | None]:
+    """(AUC, reason, matrix) of a window: from the first matrix of :data:`MATRICES` whose levels
+    alone give it; otherwise None and why, matrix by matrix when they differ."""
+    present = [m for m in MATRICES if any(c.matrix == m for c in case.concentrations)]
+    if not present:
+        auc, reason = window_auc([], start, end, case.doses)
+        return auc, reason, None
+    tried: dict[str, str] = {}
+    for m in present:
+        auc, reason = window_auc(measured_levels(case, m), start, end, case.doses)
+        if auc is not None:
+            return auc, "", m
+        tried[m] = reason
+    if len(set(tried.values())) == 1:
+        reason = next(iter(tried.values()))
+        return None, reason, present[0] if len(present) == 1 else None
+    each = "; ".join(f"{m} levels: {r}" for m, r in tried.items())
+    return None, f"no one matrix gives the curve, and matrices are not mixed ({each})", None
+
+
+def _label(label: str, matrix: str | None, computable: bool) -> str:
+    if computable and matrix not in (None, "plasma"):
+        return f"{label} ({'whole-blood' if matrix == 'blood' else matrix} levels)"
+    return label
+
+
 def classical_estimates(case: Case) -> list[Estimate]:
     """Classical clearances of a case: one per urine collection and per session with recovery."""
-    levels = measured_levels(case)
     out: list[Estimate] = []
     for i, u in enumerate(case.urine, start=1):
-        auc, reason = window_auc(levels, u.start_h, u.end)
+        auc, reason, matrix = window_estimate(case, u.start_h, u.end)
         value = u.recovered / auc if auc else None
         out.append(
             Estimate(
                 f"cl_renal_urine{i}",
-                f"Renal clearance, urine #{i}",
+                _label(f"Renal clearance, urine #{i}", matrix, bool(auc)),
                 "L/h",
                 value,
                 "" if auc else f"not computable: {reason}",
                 auc,
                 u.recovered,
                 _window(u.start_h, u.end),
+                matrix,
             )
         )
     for i, s in enumerate(case.sessions, start=1):
         if s.amount is None:
             continue
-        auc, reason = window_auc(levels, s.start_h, s.end)
+        auc, reason, matrix = window_estimate(case, s.start_h, s.end)
         value = s.amount / auc if auc else None
         out.append(
             Estimate(
                 f"cl_ectr_session{i}",
-                f"{s.modality} clearance, session #{i}",
+                _label(f"{s.modality} clearance, session #{i}", matrix, bool(auc)),
                 "L/h",
                 value,
                 "" if auc else f"not computable: {reason}",
                 auc,
                 s.amount,
                 _window(s.start_h, s.end),
+                matrix,
             )
         )
     for i, u in enumerate(case.urine, start=1):
