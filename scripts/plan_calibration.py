@@ -87,8 +87,12 @@ def augmented(raw: dict, truth, label: str, rng: np.random.Generator, tolerance:
     if label.startswith("level at the"):
         events, _, _ = case_events(parse_case(raw, raw["id"]))
         edge = "start" if "start" in label else "end"
-        t = events.resolve(truth.times)[events.labels.index(f"session1_{edge}")]
-        new["concentrations"].append({"time_h": float(t), "value": "1 mg/L"})
+        t = float(events.resolve(truth.times)[events.labels.index(f"session1_{edge}")])
+        if any(c.get("time_h") == t for c in new["concentrations"]):
+            # the case format forbids two levels at one time in one matrix: a second sample
+            # at that moment is written one minute later (the level changes by < 0.1 %)
+            t += 1 / 60
+        new["concentrations"].append({"time_h": t, "value": "1 mg/L"})
         conc, _, _ = _predict(parse_case(new, new["id"]), truth)
         new["concentrations"][-1]["value"] = f"{conc[-1] * noise:.6g} mg/L"
     elif label.startswith("urine amount during"):

@@ -109,6 +109,11 @@ def test_pharmpy_reads_the_export_of_every_case(path, tmp_path):
         assert _counts(df) == expected, datatype
     if not case.doses:
         return  # pharmpy's PK model needs a dosing compartment, found from the doses
+    if len(case.concentrations) < 2:
+        # pharmpy 2.1's initial estimate of the absorption time indexes the observations as a
+        # Series, which a single observation is not (AttributeError in odes.py): the dataset
+        # itself was read above
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = create_basic_pk_model("oral", dataset_path=out)  # column types found by pharmpy
