@@ -150,14 +150,14 @@ def test_timing_flags_follow_the_draws(free_fit):
     start into the top quarter of its range and the flag is raised with the case's amount."""
     fit = free_fit("lee")
     view = fit.view(0)
-    assert timing_flags(view, {}) == []
+    assert timing_flags(view) == []
     timing = view.draws["timing"]
     lo, hi = fit.batch.events[0].latent()["t_urine1_start"]
     moved = timing.copy()
     moved.loc[{"latent_time": "t_urine1_start"}] = hi - 0.1 * (hi - lo)
     view.__dict__["draws"] = view.draws.assign(timing=moved)
     try:
-        (flag,) = timing_flags(view, {})
+        (flag,) = timing_flags(view)
     finally:
         del view.__dict__["draws"]
     assert flag["name"] == "t_urine1_start" and flag["bound"] == hi and flag["share"] == 1.0
@@ -307,3 +307,23 @@ def test_verdict_on_simulated_cases():
     rows = module.study()
     assert [r["agrees"] for r in rows] == [True, True, True], [r["verdict"] for r in rows]
     assert all(r["converged"] for r in rows)
+
+
+def test_anchored_timing_is_said_relative_to_its_anchor():
+    """A timing that is an offset after another event is said as that offset, never as a
+    clock time: "level 3 was about 1 h after the end of HD session 2"."""
+    from dialyzability.design import Timing
+    from dialyzability.io.case import load_case
+    from dialyzability.results.interpret import _timing_sentence
+
+    case = load_case(LEE)
+    offset = Timing("t_level1_offset", "level1", "offset", "session2_end")
+    text = _timing_sentence(case, offset, 1.0, True, 0.0, 1.0, 0.8)
+    assert text.startswith(
+        "the data fit only if level 1 was about 1 h after the end of HD session 2"
+    )
+    start = Timing("t_session1_start", "session1_start", "time", None)
+    text = _timing_sentence(case, start, 14.0, False, 14.0, 30.0, 0.7)
+    assert text.startswith(
+        "the 3.05 mg in the effluent of HD session 1 fits only if the session began near 14 h"
+    )

@@ -187,10 +187,16 @@ def test_labels_are_complete(lee_plan):
     assert times["level at the start of HD session 1"] == "14-30 h"  # the session's range
     assert times["level at the end of HD session 1"] == "17-33 h"  # plus its 3 hours
     assert times["exact start of urine collection 1"] == "2-14 h"
-    assert P.timing_label("t_session2_duration", free_fit_case()) == (
-        "exact duration of HD session 2"
+    from dialyzability.design import Timing
+
+    case = free_fit_case()
+    duration = Timing("t_session2_duration", "session2_end", "duration", "session2_start")
+    assert P.timing_label(duration, case) == "exact duration of HD session 2"
+    assert P.timing_label(Timing("t_level1", "level1", "time", None), case) == (
+        "exact time of level 1"
     )
-    assert P.timing_label("t_level1", free_fit_case()) == "exact time of level 1"
+    offset = Timing("t_level1_offset", "level1", "offset", "session2_end")
+    assert P.timing_label(offset, case) == "exact time of level 1 after the end of HD session 2"
 
 
 def free_fit_case():

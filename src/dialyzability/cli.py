@@ -224,17 +224,23 @@ def _write_outputs(result, out: Path, hdi: float, formats: Sequence[str] = ("png
 
     out.mkdir(parents=True, exist_ok=True)
     _ = result.posterior  # the draws that both need, computed once before the fork
-    figures_done = _in_parallel(lambda: write_figures(result, out, formats))
+    planned = result.view(0).plan(hdi)  # read by plan.png and the report alike
+    figures_done = _in_parallel(lambda: write_figures(result, out, formats, hdi))
     summary = result.summary(hdi)
     write_text_whole(out / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n")
     write_text_whole(out / "summary.csv", summary.to_csv())
     write_draws(result, out / "draws.csv")
+    if planned is not None:
+        converged = {"converged": summary.diagnostics.converged}
+        text = json.dumps({**converged, **planned.to_json()}, indent=2) + "\n"
+        write_text_whole(out / "plan.json", text)
     figures_done()
     shown = "png" if "png" in formats else formats[0]
     reports = write_report(result, summary, out, figure_names(FIGURES, [shown]))
     print(summary.table())
     names = ", ".join([*figure_names(FIGURES, formats), *(p.name for p in reports)])
-    print(f"\nWrote to {out}: summary.json, summary.csv, draws.csv, {names}")
+    plan_file = "plan.json, " if planned is not None else ""
+    print(f"\nWrote to {out}: summary.json, summary.csv, draws.csv, {plan_file}{names}")
     if not summary.diagnostics.converged:
         print("NOT CONVERGED: see Diagnostics above.", file=sys.stderr)
         return EXIT_NOT_CONVERGED
@@ -242,7 +248,7 @@ def _write_outputs(result, out: Path, hdi: float, formats: Sequence[str] = ("png
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from dialyzability.io.case import load_cases
+    from dialyzability.io.case import CaseError, load_cases
 
     cases = load_cases([args.case])  # a case file, or a tidy CSV
     if args.case_id:
@@ -279,7 +285,9 @@ def _fit(args: argparse.Namespace) -> int:
             progressbar=not args.quiet,
             threshold=threshold,
         )
-    except ValueError as exc:  # e.g. a sampler that is not installed
+    except CaseError:
+        raise  # bad input: exit 1 in main, every problem named
+    except ValueError as exc:  # a sampler that is not installed
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -453,6 +461,7 @@ def _plan(args: argparse.Namespace) -> int:
     """Rank the measurements a case lacks by the expected width of its ratio's interval."""
     import matplotlib.pyplot as plt
 
+    from dialyzability.io.case import CaseError
     from dialyzability.outputs.plots import DPI, plot_plan
     from dialyzability.results.plan import plan
 
@@ -488,7 +497,13 @@ def _plan(args: argparse.Namespace) -> int:
 
         case = load_case(path)
         print(f"Fitting {case.id} ({case.drug}) with the default settings ...", file=sys.stderr)
-        result = fit(case, seed=args.seed)
+        try:
+            result = fit(case, seed=args.seed)
+        except CaseError:
+            raise
+        except ValueError as exc:  # a sampler that is not installed
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         planned = plan(result, outcomes=args.outcomes, seed=args.seed)
     except ValueError as exc:  # a case without any session: no ratio
@@ -501,7 +516,8 @@ def _plan(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_whole(out / "plan.json", json.dumps(planned.to_json(), indent=2) + "\n")
+        text = json.dumps({"converged": converged, **planned.to_json()}, indent=2) + "\n"
+        write_text_whole(out / "plan.json", text)
         figure = plot_plan(planned)
         write_whole(out / "plan.png", lambda tmp: figure.savefig(tmp, dpi=DPI))
         plt.close(figure)
@@ -766,6 +782,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except DrugModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an output folder that cannot be made or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -126,6 +126,36 @@ def session_name(number: int) -> str:
     return f"session{number}"
 
 
+@dataclass(frozen=True)
+class Timing:
+    """A latent timing of a case: ``name`` (its variable), the ``event`` label it times, its
+    ``kind`` (``"time"``, ``"duration"``, ``"offset"``) and, for the last two, the ``base``
+    event it is counted from."""
+
+    name: str
+    event: str
+    kind: str
+    base: str | None
+
+
+def event_words(label: str, case: Case) -> str:
+    """An event label as a clinician reads it: ``session2_start`` → "the start of HD session
+    2", ``urine1_end`` → "the end of urine collection 1", ``level3`` → "level 3", ``dose1`` →
+    "dose 1", ``admission`` → "admission"."""
+    stem, _, edge = label.partition("_")
+    noun = stem.rstrip("0123456789")
+    number = stem[len(noun) :]
+    if noun == "session" and number:
+        what = f"{case.sessions[int(number) - 1].modality} session {number}"
+    elif noun == "urine" and number:
+        what = f"urine collection {number}"
+    elif noun in ("level", "dose") and number:
+        what = f"{noun} {number}"
+    else:
+        what = label.replace("_", " ")
+    return f"the {edge} of {what}" if edge in ("start", "end") else what
+
+
 @dataclass
 class Events:
     """Event times of a case: fixed values and latent ranges, with labels.
@@ -174,6 +204,23 @@ class Events:
             if name is not None:
                 t = self.links[i][1] if i in self.links else self.times[i]
                 out[name] = (t.lo, t.hi)
+        return out
+
+    def timings(self) -> dict[str, Timing]:
+        """What each latent timing of :meth:`latent` is: the event it times, and whether it is
+        that event's own time (``"time"``), a window's length (``"duration"``) or an offset after
+        another event (``"offset"``, with that event)."""
+        out = {}
+        for i in range(len(self.labels)):
+            name = self._name(i)
+            if name is None:
+                continue
+            if i in self.links:
+                base = self.labels[self.links[i][0]]
+                kind = "duration" if name.endswith("_duration") else "offset"
+                out[name] = Timing(name, self.labels[i], kind, base)
+            else:
+                out[name] = Timing(name, self.labels[i], "time", None)
         return out
 
     def constants(self) -> np.ndarray:

@@ -871,6 +871,23 @@ def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]
     for i, u in _entries(case, "urine"):
         if u.recovered is None:
             fail("missing: give amount, or concentration and volume", "urine", i, "amount")
+        elif u.recovered <= 0:
+            fail(
+                "an amount of 0 cannot be a measurement on the log scale: leave the amount out "
+                "if none was measured",
+                "urine",
+                i,
+                "amount",
+            )
+    for i, s in _entries(case, "sessions"):
+        if s.amount is not None and s.amount <= 0:
+            fail(
+                "an amount of 0 cannot be a measurement on the log scale: leave recovered out "
+                "if none was measured",
+                "sessions",
+                i,
+                "recovered",
+            )
     for i, s in _entries(case, "sessions"):
         if (s.effluent_concentration is None) != (
             s.effluent_volume is None

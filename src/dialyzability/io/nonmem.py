@@ -188,7 +188,10 @@ def _rows(case: Case, number: int) -> tuple[list[dict[str, float]], list[str]]:
         row(when(d.time_h, f"dose{i}"), 3, AMT=d.amount, EVID=1, CMT=cmt)
     for i, c in enumerate(case.concentrations, 1):
         dv = c.lloq if c.below_lloq else c.value
-        assert dv is not None
+        if dv is None:  # a validated case always has one; say so if not
+            raise CaseError(
+                case.source, "a level needs a value or its LLOQ", "concentrations", "value", i
+            )
         row(
             when(c.time_h, f"level{i}"),
             0,
@@ -202,7 +205,10 @@ def _rows(case: Case, number: int) -> tuple[list[dict[str, float]], list[str]]:
         )
     for i, u in enumerate(case.urine, 1):
         start, end = when(u.start_h, f"urine{i}.start"), when(u.end, f"urine{i}.end")
-        assert u.recovered is not None
+        if u.recovered is None:
+            raise CaseError(
+                case.source, "a urine collection needs its amount", "urine", "amount", i
+            )
         row(
             end,
             0,

@@ -116,7 +116,7 @@ def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
     }
 
 
-def plot_levels(fit, data: dict | None = None):
+def plot_levels(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     """fit.png: levels on a log axis, posterior median and bands, sessions and urine windows."""
     from matplotlib.transforms import blended_transform_factory
 
@@ -254,9 +254,10 @@ def ratio_data(fit, hdi_prob: float = HDI_PROB) -> dict:
     return out
 
 
-def plot_ratio(fit, data: dict | None = None):
-    """ratio.png: posterior of CL_ECTR/CL_R on a log axis with its HDI, a line at 1, P(> 1)."""
-    d = data or ratio_data(fit)
+def plot_ratio(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
+    """ratio.png: posterior of CL_ECTR/CL_R on a log axis with its interval, a line at 1,
+    P(> 1)."""
+    d = data or ratio_data(fit, hdi_prob)
     fig, ax = _figure()
     if not d:
         ax.text(
@@ -281,7 +282,7 @@ def plot_ratio(fit, data: dict | None = None):
             color=colour,
             alpha=0.45,
             label=f"{m}: median {rounded(v['median'], v['mcse']['median'])}, "
-            f"{HDI_PROB:.0%} interval {interval_text(v)}; P(>1) = "
+            f"{hdi_prob:.0%} interval {interval_text(v)}; P(>1) = "
             f"{rounded(v['p_above_1'], v['p_above_1_mcse'])}",
         )
         ymax = ax.get_ylim()[1]
@@ -328,7 +329,7 @@ def recoveries_data(fit) -> list[dict]:
     return rows
 
 
-def plot_recoveries(fit, data: list | None = None):
+def plot_recoveries(fit, data: list | None = None, hdi_prob: float = HDI_PROB):
     """recoveries.png: observed vs posterior-predictive amount per urine collection and session."""
     d = data if data is not None else recoveries_data(fit)
     fig, ax = _figure()
@@ -371,14 +372,14 @@ def plot_recoveries(fit, data: list | None = None):
     return fig
 
 
-def extrip_data(fit) -> dict:
+def extrip_data(fit, hdi_prob: float = HDI_PROB) -> dict:
     """The EXTRIP grade probabilities of the fit's summary."""
-    return fit.summary().extrip
+    return fit.summary(hdi_prob).extrip
 
 
-def plot_extrip(fit, data: dict | None = None):
+def plot_extrip(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     """extrip.png: P(D), P(M), P(S), P(N) for each criterion and modality, as stacked bars."""
-    d = data or extrip_data(fit)
+    d = data or extrip_data(fit, hdi_prob)
     rows = [(m, c) for m, per in d["modalities"].items() for c in per.values()]
     fig, ax = _figure(figsize=(9.0, 1.8 + 0.55 * max(len(rows), 1)))
     if not rows:
@@ -452,7 +453,7 @@ def sensitivity_data(fit) -> dict:
     return out
 
 
-def plot_sensitivity(fit, data: dict | None = None):
+def plot_sensitivity(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     """sensitivity.png: how the ratio depends on each uncertain timing (draw by draw)."""
     d = data if data is not None else sensitivity_data(fit)
     n = max(len(d), 1)
@@ -484,12 +485,12 @@ def plot_sensitivity(fit, data: dict | None = None):
     return fig
 
 
-def prior_posterior_data(fit) -> dict:
+def prior_posterior_data(fit, hdi_prob: float = HDI_PROB) -> dict:
     """Prior and posterior draws of the ratio, CL_R, CL_ECTR and the half-life off ECTR (the
     first modality), with the summary's rows (medians, intervals, width ratio)."""
     post = fit.quantities()
     prior = fit.view(0).prior_quantities() if fit.single else {}
-    rows = fit.summary().quantities
+    rows = fit.summary(hdi_prob).quantities
     out = {}
     for base in PRIOR_POSTERIOR:
         name = name_of(base, fit.modalities[0], fit.modalities) if fit.modalities else base
@@ -503,10 +504,10 @@ def prior_posterior_data(fit) -> dict:
     return out
 
 
-def plot_prior_posterior(fit, data: dict | None = None):
+def plot_prior_posterior(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     """prior_posterior.png: prior (grey) and posterior (blue) densities on log axes, each panel
     saying how much the data narrowed the interval."""
-    d = data if data is not None else prior_posterior_data(fit)
+    d = data if data is not None else prior_posterior_data(fit, hdi_prob)
     fig, axes = _figure(1, max(len(d), 1), figsize=(3.3 * max(len(d), 1) + 0.6, 3.4), squeeze=False)
     if not d:
         axes[0, 0].text(0.5, 0.5, "No prior draws in this fit", ha="center", va="center")
@@ -541,16 +542,14 @@ def plot_prior_posterior(fit, data: dict | None = None):
     return fig
 
 
-def plot_plan_of(fit):
-    """plan.png of a fit: :func:`plot_plan` of its plan (seeded, so the report's table shows the
-    same numbers), or a note when the case has no session to plan for."""
-    from dialyzability.results.plan import plan
-
-    try:
-        planned = plan(fit)
-    except ValueError as exc:
+def plot_plan_of(fit, data=None, hdi_prob: float = HDI_PROB):
+    """plan.png of a fit: :func:`plot_plan` of its plan (:meth:`CaseView.plan`, the one the
+    report's table shows), or a note when the case has no session to plan for."""
+    planned = data if data is not None else fit.view(0).plan(hdi_prob)
+    if planned is None:
         fig, ax = _figure(figsize=(8.0, 1.6))
-        ax.text(0.5, 0.5, str(exc), ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "No extracorporeal session: nothing to plan for", ha="center",
+                va="center", transform=ax.transAxes)  # fmt: skip
         ax.set_axis_off()
         return fig
     return plot_plan(planned)
@@ -576,16 +575,18 @@ def figure_names(names, formats=("png",)) -> list[str]:
     return [Path(name).with_suffix(f".{f}").name for name in names for f in formats]
 
 
-def write_figures(fit, directory: str | Path, formats=("png",)) -> list[Path]:
+def write_figures(
+    fit, directory: str | Path, formats=("png",), hdi_prob: float = HDI_PROB
+) -> list[Path]:
     """Write every figure into ``directory`` in each of ``formats`` (:data:`FIGURE_FORMATS`),
-    each file whole or not at all."""
+    its intervals of probability ``hdi_prob``, each file whole or not at all."""
     import matplotlib.pyplot as plt
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, plot in FIGURES.items():
-        fig = plot(fit)
+        fig = plot(fit, hdi_prob=hdi_prob)
         for target in figure_names([name], formats):
             paths.append(
                 write_whole(directory / target, lambda tmp, fig=fig: fig.savefig(tmp, dpi=DPI))
@@ -626,7 +627,7 @@ def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB
                     "new": describe(draws[f"ratio_new_{m}_{k}"], hdi_prob, "log"),
                 }
             )
-    return {"cases": cases, "population": population}
+    return {"cases": cases, "population": population, "hdi_prob": hdi_prob}
 
 
 def plot_forest(pooled, data: dict | None = None):
@@ -658,7 +659,7 @@ def plot_forest(pooled, data: dict | None = None):
     ax.set_xscale("log")
     ax.set_yticks([yy for yy, _ in labels], [t for _, t in labels], fontsize=8)
     ax.set_ylim(-0.8, n - 0.2)
-    ax.set_xlabel(f"CL_ECTR / CL_R ({HDI_PROB:.0%} HDI)")
+    ax.set_xlabel(f"CL_ECTR / CL_R ({d.get('hdi_prob', HDI_PROB):.0%} interval, HDI of log)")
     ax.plot([], [], "o-", color="grey", label="single case (unpooled)")
     ax.plot([], [], "s-", color=BAND_COLOUR, label="pooled (shrunk)")
     ax.fill([], [], color=SESSION_COLOUR, label="population, typical 70-kg patient")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
-from dialyzability.results.interpret import narrowing_sentence
-from dialyzability.results.quantities import FLOWS_ML_MIN, rounded
+from dialyzability.results.interpret import PRIOR_DOMINATED, narrowing_sentence
+from dialyzability.results.quantities import FLOWS_ML_MIN, format_p, rounded
 
 FIGURE_CAPTIONS = {
     "fit.png": "Measured levels with the posterior median and 50 %/95 % bands; sessions shaded "
@@ -80,11 +80,8 @@ def interval(q: dict) -> str:
 
 
 def probability(q: dict) -> str:
-    """P(ratio > 1) of a row with its MCSE."""
-    se = q.get("p_above_1_mcse")
-    if se:
-        return f"{rounded(q['p_above_1'], se)} ± {rounded(se, None, 1)}"
-    return fmt(q["p_above_1"])
+    """P(ratio > 1) of a row with its MCSE (:func:`~dialyzability.results.quantities.format_p`)."""
+    return format_p(q)
 
 
 _NUMBER = re.compile(r"^[-–+±×%<>=().,\deE ]+$")
@@ -385,10 +382,15 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     b.append(
         Block(
             "p",
-            "Intervals: for positive quantities (ratios, clearances, volumes, half-lives, "
-            "amounts) the highest-density interval of the logarithm, for percentages and times "
-            "the highest-density interval; each number is given to the precision of its Monte "
-            "Carlo standard error.",
+            "Intervals: "
+            + "; ".join(
+                sorted(
+                    {f"{q['interval']} ({q['scale']} scale)" for q in summary.quantities.values()}
+                )
+            )
+            + ". Positive quantities (ratios, clearances, volumes, half-lives, amounts) take the "
+            "highest-density interval of their logarithm, percentages and times that of their "
+            "values; each number is given to the precision of its Monte Carlo standard error.",
         )
     )
 
@@ -420,8 +422,8 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 "p",
                 "Widths on the log scale for positive quantities. "
                 + "; ".join(lines)
-                + ". A quantity whose posterior interval keeps half or more of its prior "
-                "width is prior-dominated: the data say little about it.",
+                + f". A quantity whose posterior interval keeps {PRIOR_DOMINATED:.0%} or more of "
+                "its prior width is prior-dominated: the data say little about it.",
             )
         )
 
@@ -444,7 +446,7 @@ def build_report(fit, summary, figures: list[str]) -> Report:
             )
         )
 
-    b += plan_blocks(fit)
+    b += plan_blocks(fit, summary.hdi_prob)
 
     b.append(Block("h2", "Classical estimates (model-free)"))
     rows = []

@@ -13,6 +13,7 @@ file whose attributes do not match their stored hash. A pooled fit is read case 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,7 @@ from dialyzability.results.quantities import (
     compute_all,
     describe,
     expand,
+    format_p,
     label,
     name_of,
     probability_above,
@@ -81,12 +83,11 @@ class Summary:
     def to_csv(self) -> str:
         """The rows as CSV (csv module: labels quoted as needed)."""
         import csv
-        import io
 
         columns = [
             "name", "label", "unit", "interval", "mean", "median", "sd", "hdi_low", "hdi_high",
             "mcse_median", "prior_median", "prior_low", "prior_high", "width_ratio",
-            "p_above_1", "p_above_1_mcse",
+            "p_above_1", "p_above_1_mcse", "converged",
         ]  # fmt: skip
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -100,7 +101,7 @@ class Summary:
                     _g(q["median"]), _g(q["sd"]), _g(q["hdi"][0]), _g(q["hdi"][1]),
                     _g(q.get("mcse", {}).get("median")), _g(prior.get("median")), _g(plo),
                     _g(phi), _g(q.get("width_ratio")), _g(q.get("p_above_1")),
-                    _g(q.get("p_above_1_mcse")),
+                    _g(q.get("p_above_1_mcse")), self.diagnostics.converged,
                 ]
             )  # fmt: skip
         return buffer.getvalue()
@@ -112,7 +113,7 @@ class Summary:
         from rich.console import Console
         from rich.table import Table
 
-        from dialyzability.results.interpret import narrowing_sentence
+        from dialyzability.results.interpret import PRIOR_DOMINATED
 
         pct = f"{self.hdi_prob:.0%}"
         table = Table(box=box.SIMPLE_HEAD, title=f"Case {self.case} ({self.drug})")
@@ -146,10 +147,8 @@ class Summary:
                     "mL/min",
                 )
             if "p_above_1" in q:
-                p = rounded(q["p_above_1"], q["p_above_1_mcse"])
-                se = rounded(q["p_above_1_mcse"], None, 1)
-                table.add_row("", f"P({name} > 1)", f"{p} ± {se}", "", "")
-        console = Console(file=_io().StringIO(), width=200, color_system=None, highlight=False)
+                table.add_row("", f"P({name} > 1)", format_p(q), "", "")
+        console = Console(file=io.StringIO(), width=200, color_system=None, highlight=False)
         lines = []
         if not self.diagnostics.converged:
             lines.append(
@@ -165,22 +164,15 @@ class Summary:
             if self.windows:
                 console.print(windows_table(self.windows, self.hdi_prob))
         lines.append("\n".join(line.rstrip() for line in capture.get().rstrip().splitlines()))
-        dominated = [
-            narrowing_sentence(name, q["width_ratio"])
-            for name, q in self.quantities.items()
-            if q.get("prior_dominated")
-        ]
+        dominated = [name for name, q in self.quantities.items() if q.get("prior_dominated")]
         if dominated:
-            lines.append("Prior-dominated: " + "; ".join(d.split(": ", 1)[0] for d in dominated))
+            lines.append(
+                f"Prior-dominated (posterior interval >= {PRIOR_DOMINATED:.0%} of the prior's "
+                "width): " + ", ".join(dominated)
+            )
         lines.append("")
         lines.append("Diagnostics: " + self.diagnostics.sentence())
         return "\n".join(lines)
-
-
-def _io():
-    import io
-
-    return io
 
 
 def _g(x) -> str:
@@ -342,6 +334,16 @@ class CaseView:
             out[name] = row
         return out
 
+    def plan(self, hdi_prob: float = HDI_PROB):
+        """What would have settled it (:func:`~dialyzability.results.plan.plan`, seeded), made
+        once per interval probability; None for a case without a session."""
+        key = ("plan", hdi_prob)
+        if key not in self.__dict__:
+            from dialyzability.results.plan import plan
+
+            self.__dict__[key] = plan(self, prob=hdi_prob) if self.modalities else None
+        return self.__dict__[key]
+
     def timing(self, name: str):
         """Draws of the case's latent timing ``name`` (as :meth:`Events.latent` names it)."""
         return self.draws["timing"].sel(latent_time=name)
@@ -390,7 +392,7 @@ class CaseView:
             extrip=grade_probabilities(draws, self.modalities),
             threshold=self.threshold,
             verdict=tuple(self.verdicts(quantities, diagnostics.converged)),
-            flags=tuple(timing_flags(self, timings) + prediction_flags(self)),
+            flags=tuple(timing_flags(self) + prediction_flags(self)),
             windows=tuple(windows(self, hdi_prob)),
         )
 

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from dialyzability.results.quantities import rounded
+from dialyzability.results.quantities import format_p, rounded
 
 #: P(ratio > 1) at or above which the verdict is "faster" (at or below 1 − it: "more slowly")
 VERDICT_P = 0.90
@@ -84,13 +84,14 @@ def verdict(row: dict, modality: str, drug: str, *, converged: bool = True, who:
     lo, hi = row["hdi"]
     mc = row.get("mcse", {}).get("hdi", [None, None])
     between = f"between {rounded(lo, mc[0])} and {rounded(hi, mc[1])} times"
-    ptext = _p(p, se)
+    ptext = format_p(row)
     if p >= VERDICT_P:
         text = f"{modality} cleared {drug} faster than the kidneys (P = {ptext}): {between}"
         text += " the renal clearance."
     elif p <= 1 - VERDICT_P:
         text = (
-            f"{modality} cleared {drug} more slowly than the kidneys (P = {_p(1 - p, se)}): "
+            f"{modality} cleared {drug} more slowly than the kidneys "
+            f"(P = {format_p({**row, 'p_above_1': 1 - p})}): "
             f"{between} the renal clearance."
         )
     else:
@@ -105,6 +106,11 @@ def verdict(row: dict, modality: str, drug: str, *, converged: bool = True, who:
             f"{lean} (P(faster) = {ptext})."
         )
     text = who + text
+    if se and min(abs(p - VERDICT_P), abs(p - (1 - VERDICT_P))) < 2 * se:
+        text += (
+            f" Borderline: P(faster) is within two Monte Carlo standard errors of a threshold "
+            f"({1 - VERDICT_P:.2f} or {VERDICT_P:.2f}); a longer run may change the category."
+        )
     ratio = row.get("width_ratio")
     if ratio is not None and ratio >= PRIOR_DOMINATED:
         text += (
@@ -116,16 +122,11 @@ def verdict(row: dict, modality: str, drug: str, *, converged: bool = True, who:
     return text
 
 
-def _p(p: float, se: float | None) -> str:
-    if se:
-        return f"{rounded(p, se)} ± {rounded(se, None, 1)}"
-    return f"{p:.2f}"
-
-
-def timing_flags(view, timings: dict) -> list[dict]:
+def timing_flags(view) -> list[dict]:
     """Latent timings whose posterior piles against a bound of their range (see module)."""
     events = view.fit.batch.events[view.index]
     ranges = events.latent()
+    described = events.timings()
     flags = []
     for name, values in view.latent_times().items():
         lo, hi = ranges[name]
@@ -146,48 +147,61 @@ def timing_flags(view, timings: dict) -> list[dict]:
                 "name": name,
                 "bound": bound,
                 "share": share,
-                "message": _timing_sentence(view.case, name, bound, upper, lo, hi, share),
+                "message": _timing_sentence(
+                    view.case, described[name], bound, upper, lo, hi, share
+                ),
             }
         )
     return flags
 
 
-def _timing_sentence(case, name: str, bound, upper, lo, hi, share) -> str:
-    """Why a timing piles against a bound, in the words of the case."""
-    what = name.removeprefix("t_")
+def _timing_sentence(case, timing, bound, upper, lo, hi, share) -> str:
+    """Why a timing piles against a bound, in the words of the case (``timing``: a
+    :class:`~dialyzability.design.Timing`)."""
+    from dialyzability.design import event_words
+
     end = "upper" if upper else "lower"
     tail = (
         f"(the {end} end of its range {lo:g}-{hi:g} h: {share:.0%} of the posterior lies in "
         f"the {end} {TIMING_EDGE:.0%} of the range; check the report's timing)"
     )
-    verb = {"start": "began", "end": "ended", "duration": "lasted"}
-    kind, _, part = what.partition("_")
-    number = int("".join(ch for ch in kind if ch.isdigit()) or 0)
-    at = f"near {bound:g} h" if part != "duration" else f"about {bound:g} h"
-    if kind.startswith("urine") and 0 < number <= len(case.urine):
-        u = case.urine[number - 1]
-        if u.recovered is not None:
-            return (
-                f"the {u.recovered:.4g} mg in urine collection {number} fits only if the "
-                f"collection {verb.get(part, 'happened')} {at} {tail}"
-            )
-        return f"urine collection {number} fits only if it {verb.get(part, 'happened')} {at} {tail}"
-    if kind.startswith("session") and 0 < number <= len(case.sessions):
-        s = case.sessions[number - 1]
-        if s.amount is not None:
-            return (
-                f"the {s.amount:.4g} mg in the effluent of {s.modality} session {number} "
-                f"fits only if the session {verb.get(part, 'happened')} {at} {tail}"
-            )
+    if timing.kind == "offset":
         return (
-            f"the levels fit only if {s.modality} session {number} "
-            f"{verb.get(part, 'happened')} {at} {tail}"
+            f"the data fit only if {event_words(timing.event, case)} was about {bound:g} h after "
+            f"{event_words(timing.base, case)} {tail}"
         )
-    if kind.startswith("level"):
+    stem, _, part = timing.event.partition("_")
+    noun = stem.rstrip("0123456789")
+    number = int(stem[len(noun) :] or 0)
+    if timing.kind == "duration":
+        part, at = "duration", f"about {bound:g} h"
+    else:
+        at = f"near {bound:g} h"
+    verb = {"start": "began", "end": "ended", "duration": "lasted"}.get(part, "happened")
+    window = None
+    if noun == "urine" and 0 < number <= len(case.urine):
+        u = case.urine[number - 1]
+        window = ("urine collection", u.recovered, "in urine collection", "collection")
+    elif noun == "session" and 0 < number <= len(case.sessions):
+        s = case.sessions[number - 1]
+        window = (
+            f"{s.modality} session",
+            s.amount,
+            f"in the effluent of {s.modality} session",
+            "session",
+        )
+    if window is not None:
+        what, amount, where, short = window
+        if amount is not None:
+            return (
+                f"the {amount:.4g} mg {where} {number} fits only if the {short} {verb} {at} {tail}"
+            )
+        return f"the levels fit only if {what} {number} {verb} {at} {tail}"
+    if noun == "level":
         return f"level {number} fits only if it was drawn {at} {tail}"
-    if kind.startswith("dose"):
+    if noun == "dose":
         return f"the data fit only if dose {number} was taken {at} {tail}"
-    return f"the data fit only if {what.replace('_', ' ')} was {at} {tail}"
+    return f"the data fit only if {event_words(timing.event, case)} was {at} {tail}"
 
 
 _KIND_LABEL = {"level": "level", "urine": "urine amount", "effluent": "effluent amount"}

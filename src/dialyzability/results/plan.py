@@ -67,7 +67,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialyzability.design import OBSERVATIONS, case_events, session_name, urine_name
+from dialyzability.design import (
+    OBSERVATIONS,
+    case_events,
+    event_words,
+    session_name,
+    urine_name,
+)
 from dialyzability.io.drugs import error_prior
 from dialyzability.results.quantities import HDI_PROB, REGISTRY, name_of
 
@@ -224,24 +230,18 @@ def _window_text(start, end) -> str:
     return f"within {start.lo:g}-{end.hi:g} h"
 
 
-def timing_label(name: str, case) -> str:
-    """What a clinician reads for a latent timing: ``t_session1_start`` → "exact start of HD
-    session 1", ``t_urine1_start`` → "exact start of urine collection 1", ``t_level2`` →
-    "exact time of level 2"."""
-    stem = name.removeprefix("t_")
-    what = "time"
-    for part in ("_start", "_end", "_duration"):
-        if stem.endswith(part):
-            stem, what = stem.removesuffix(part), part[1:]
-    for prefix, noun in (("session", None), ("urine", "urine collection"), ("level", "level")):
-        if stem.startswith(prefix) and stem[len(prefix) :].isdigit():
-            number = int(stem[len(prefix) :])
-            if noun is None:
-                noun = f"{case.sessions[number - 1].modality} session"
-            return f"exact {what} of {noun} {number}"
-    if stem.startswith("dose") and stem[4:].isdigit():
-        return f"exact {what} of dose {stem[4:]}"
-    return f"exact {what} of {stem}"
+def timing_label(timing, case) -> str:
+    """What a clinician reads for a latent timing (a :class:`~dialyzability.design.Timing`):
+    "exact start of HD session 1", "exact time of level 2", "exact duration of urine collection
+    1", "exact time of level 3 after the end of HD session 2"."""
+    words = event_words(timing.event, case)
+    if timing.kind == "offset":
+        return f"exact time of {words.removeprefix('the ')} after {event_words(timing.base, case)}"
+    if timing.kind == "duration":
+        return f"exact duration of {event_words(timing.base, case).removeprefix('the start of ')}"
+    if words.startswith("the "):  # the start of HD session 1 -> exact start of HD session 1
+        return "exact " + words.removeprefix("the ")
+    return f"exact time of {words}"
 
 
 def candidates(case) -> list[Candidate]:
@@ -275,8 +275,10 @@ def candidates(case) -> list[Candidate]:
                     window=w,
                 )
             )
+    described = events.timings()
     for name, (lo, hi) in events.latent().items():
-        out.append(Candidate(timing_label(name, case), "time", f"{lo:g}-{hi:g} h", timing=name))
+        label = timing_label(described[name], case)
+        out.append(Candidate(label, "time", f"{lo:g}-{hi:g} h", timing=name))
     return out
 
 

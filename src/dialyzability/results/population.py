@@ -23,10 +23,10 @@ from dialyzability.results.quantities import (
 )
 
 
-def population_draws(fit, seed: int = 0) -> dict[str, np.ndarray]:
+def population_draws(fit, seed: int = 0, group: str = "posterior") -> dict[str, np.ndarray]:
     """Population and predictive ratios per (modality, kidney class), and the between-case
-    SDs, as arrays (chain, draw)."""
-    post = fit.idata.posterior
+    SDs, as arrays (chain, draw), from the fit's ``group`` (``"posterior"`` or ``"prior"``)."""
+    post = getattr(fit.idata, group)
     rng = np.random.default_rng(seed)
     out = {}
     mu_r = post[mu_name("cl_renal")].values  # (chain, draw, kidney)
@@ -51,7 +51,7 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
     """JSON-ready summary of a pooled fit: ``population`` and ``cases`` sections (the
     single-case quantity names, shrunk), diagnostics."""
     hdi_prob = hdi_prob or HDI_PROB
-    from dialyzability.results.interpret import verdict
+    from dialyzability.results.interpret import PRIOR_DOMINATED, verdict, width_ratio
 
     population = {}
     for name, draws in population_draws(fit).items():
@@ -60,6 +60,16 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
             above = probability_above(draws, 1.0)
             row["p_above_1"], row["p_above_1_mcse"] = above["p"], above["mcse"]
         population[name] = row
+    # the prior of each population quantity beside it, so a prior-dominated answer says so
+    if getattr(fit.idata, "prior", None) is not None:
+        for name, draws in population_draws(fit, group="prior").items():
+            row = population[name]
+            before = describe(draws, hdi_prob, "log")
+            row["prior"] = {k: before[k] for k in ("median", "hdi", "interval")}
+            row["width_ratio"] = width_ratio(row, before, "log")
+            row["prior_dominated"] = (
+                row["width_ratio"] is not None and row["width_ratio"] >= PRIOR_DOMINATED
+            )
     diagnostics = fit.diagnostics()
     verdicts = {}
     for m in fit.batch.modalities:

@@ -350,3 +350,12 @@ def rounded(x: float | None, mcse: float | None = None, digits: int = 3) -> str:
     if decimals > 0:
         return f"{x:.{decimals}f}"
     return f"{round(x, decimals):.0f}"
+
+
+def format_p(row: dict) -> str:
+    """P(ratio > 1) of a summary row with its MCSE, e.g. "0.43 ± 0.01" (its digits from the
+    MCSE, :func:`rounded`)."""
+    p, se = row["p_above_1"], row.get("p_above_1_mcse")
+    if se:
+        return f"{rounded(p, se)} ± {rounded(se, None, 1)}"
+    return f"{p:.2f}"
