@@ -548,8 +548,8 @@ def plot_plan_of(fit, data=None, hdi_prob: float = HDI_PROB):
     planned = data if data is not None else fit.view(0).plan(hdi_prob)
     if planned is None:
         fig, ax = _figure(figsize=(8.0, 1.6))
-        ax.text(0.5, 0.5, "No extracorporeal session: nothing to plan for", ha="center",
-                va="center", transform=ax.transAxes)  # fmt: skip
+        text = f"{fit.case.id}: no extracorporeal session, nothing to plan for"
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return fig
     return plot_plan(planned)

@@ -296,14 +296,11 @@ def _prior_rows(summary) -> tuple:
     return tuple(rows)
 
 
-def plan_blocks(fit) -> list[Block]:
-    """ "What would have settled it": the ranked table of
-    :func:`~dialyzability.results.plan.plan` (seeded: the same numbers as plan.png)."""
-    from dialyzability.results.plan import plan
-
-    try:
-        planned = plan(fit)
-    except ValueError:  # no session: no ratio to narrow
+def plan_blocks(fit, hdi_prob: float) -> list[Block]:
+    """The section "What would have settled it": the ranked table of the case's plan
+    (:meth:`~dialyzability.results.fit.CaseView.plan`, the one plan.png draws)."""
+    planned = fit.view(0).plan(hdi_prob)
+    if planned is None:  # no session: no ratio to narrow
         return []
     b = [Block("h2", "What would have settled it")]
     best = next((r for r in planned.rows if r["width_fold"] is not None), None)
