@@ -313,17 +313,18 @@ def _drugs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _load_fit_dir(path: Path):
+    """The fit saved in folder ``path``, or None after printing why it cannot be read (no
+    posterior.nc, a truncated file, another netCDF); a case or drug-model problem is raised."""
     from dialyzability.api import load_fit
     from dialyzability.io.case import CaseError
     from dialyzability.io.drugs import DrugModelError
 
-    path = Path(args.dir)
     if not (path / "posterior.nc").is_file():
         print(f"error: {path}: no posterior.nc (run `dialyzability fit` first)", file=sys.stderr)
-        return 1
+        return None
     try:
-        result = load_fit(path)
+        return load_fit(path)
     except (CaseError, DrugModelError):
         raise
     except Exception as exc:  # a truncated file, another netCDF: netCDF4, h5py, xarray errors
@@ -334,6 +335,13 @@ def _report(args: argparse.Namespace) -> int:
             f"({reason}); run `dialyzability fit` again",
             file=sys.stderr,
         )
+        return None
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = Path(args.dir)
+    result = _load_fit_dir(path)
+    if result is None:
         return 1
     if not result.single:  # a pooled fit: its summary, forest plot and report
         return _write_pooled(result, path, args.hdi, None, _formats(args))
@@ -467,26 +475,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     path = Path(args.source)
     if path.is_dir():
-        if not (path / "posterior.nc").is_file():
-            print(
-                f"error: {path}: no posterior.nc (run `dialyzability fit` first)", file=sys.stderr
-            )
-            return 1
-        from dialyzability.api import load_fit
-        from dialyzability.io.case import CaseError
-        from dialyzability.io.drugs import DrugModelError
-
-        try:
-            result = load_fit(path)
-        except (CaseError, DrugModelError):
-            raise
-        except Exception as exc:  # a truncated file, another netCDF
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            print(
-                f"error: {path / 'posterior.nc'}: cannot be read as a fit of dialyzability "
-                f"({reason})",
-                file=sys.stderr,
-            )
+        result = _load_fit_dir(path)
+        if result is None:
             return 1
         if not result.single:
             print(f"error: {path}: a pooled fit; plan from a single-case fit", file=sys.stderr)

@@ -344,6 +344,12 @@ KIDNEY_CLASSES = ("normal", "impaired", "anuric")
 POPULATION_SPREAD = ("volume", "cl_renal", "cl_nonrenal", "cl_ectr", "ka")
 
 
+def population_ratio_name(modality: str, kidney: str, new: bool = False) -> str:
+    """Name of a pooled fit's population ratio CL_ECTR/CL_R of a typical patient
+    (``ratio_HD_normal``), or of a new patient (``ratio_new_HD_normal``)."""
+    return f"ratio_{'new_' if new else ''}{modality}_{kidney}"
+
+
 def mu_name(parameter: str) -> str:
     """Name of the population mean (log scale, 70-kg adult) of ``parameter``."""
     return f"mu_{parameter}"

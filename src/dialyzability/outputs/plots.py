@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dialyzability.design import session_name, urine_name
+from dialyzability.design import population_ratio_name, session_name, urine_name
 from dialyzability.io.files import write_whole
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
@@ -623,8 +623,8 @@ def forest_data(pooled, unpooled: dict | None = None, hdi_prob: float = HDI_PROB
             population.append(
                 {
                     "label": f"population: {m}, {k} kidneys",
-                    "mean": describe(draws[f"ratio_{m}_{k}"], hdi_prob, "log"),
-                    "new": describe(draws[f"ratio_new_{m}_{k}"], hdi_prob, "log"),
+                    "mean": describe(draws[population_ratio_name(m, k)], hdi_prob, "log"),
+                    "new": describe(draws[population_ratio_name(m, k, new=True)], hdi_prob, "log"),
                 }
             )
     return {"cases": cases, "population": population, "hdi_prob": hdi_prob}

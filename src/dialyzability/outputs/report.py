@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dialyzability.design import population_ratio_name
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
 from dialyzability.results.interpret import PRIOR_DOMINATED, narrowing_sentence
-from dialyzability.results.quantities import FLOWS_ML_MIN, format_p, rounded
+from dialyzability.results.quantities import FLOWS_ML_MIN, format_p, name_of, rounded
 
 FIGURE_CAPTIONS = {
     "fit.png": "Measured levels with the posterior median and 50 %/95 % bands; sessions shaded "
@@ -207,8 +208,7 @@ def answer_sentences(summary, case, drug: str) -> list[str]:
     modalities = case.modalities
     out = []
     for m in modalities:
-        key = "ratio" if len(modalities) == 1 else f"ratio_{m}"
-        ectr = "cl_ectr" if len(modalities) == 1 else f"cl_ectr_{m}"
+        key, ectr = name_of("ratio", m, modalities), name_of("cl_ectr", m, modalities)
         r = q[key]
         out.append(
             f"{m} cleared {drug} at {median(r)} ({pct} {interval(r)}) times the renal "
@@ -246,7 +246,6 @@ def answer_sentences(summary, case, drug: str) -> list[str]:
             f"{median(b)} h ({pct} {interval(b)}): {median(h)} h "
             f"({pct} {interval(h)}) of toxicity saved."
         )
-    out += extrip_sentences(summary.extrip)
     return out
 
 
@@ -546,7 +545,7 @@ def pooled_extrip_blocks(summary: dict) -> list[Block]:
     rows = []
     for kidney, per_class in ex["typical"].items():
         for m, per in per_class["modalities"].items():
-            q = summary["population"].get(f"ratio_{m}_{kidney}")
+            q = summary["population"].get(population_ratio_name(m, kidney))
             parts = []
             for c in per.values():
                 best = max(GRADES, key=lambda g, c=c: c[g])

@@ -75,6 +75,7 @@ from dialyzability.design import (
     urine_name,
 )
 from dialyzability.io.drugs import error_prior
+from dialyzability.results.fit import Fit
 from dialyzability.results.quantities import HDI_PROB, REGISTRY, name_of
 
 #: outcomes simulated per candidate
@@ -473,7 +474,7 @@ def plan(
     prob
         Probability of the interval.
     """
-    view = fit.view(0) if hasattr(fit, "view") else fit
+    view = fit.view(0) if isinstance(fit, Fit) else fit
     case = view.case
     if not view.modalities:
         raise ValueError(f"case {case.id} has no extracorporeal session: no ratio to plan for")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dialyzability.design import POPULATION_SPREAD, mu_name, tau_name
+from dialyzability.design import POPULATION_SPREAD, mu_name, population_ratio_name, tau_name
 from dialyzability.results.extrip import grade_probabilities
 from dialyzability.results.quantities import (
     HDI_PROB,
@@ -38,9 +38,11 @@ def population_draws(fit, seed: int = 0, group: str = "posterior") -> dict[str, 
         tau_e = post[tau_name("cl_ectr")].values
         for k, cls in enumerate(classes):
             log_ratio = mu_e - mu_r[..., k]
-            out[f"ratio_{m}_{cls}"] = np.exp(log_ratio)
+            out[population_ratio_name(m, cls)] = np.exp(log_ratio)
             z = rng.normal(size=(2, *log_ratio.shape))
-            out[f"ratio_new_{m}_{cls}"] = np.exp(log_ratio + tau_e * z[0] - tau_r * z[1])
+            out[population_ratio_name(m, cls, new=True)] = np.exp(
+                log_ratio + tau_e * z[0] - tau_r * z[1]
+            )
     for parameter in POPULATION_SPREAD:
         if tau_name(parameter) in post:
             out[tau_name(parameter)] = post[tau_name(parameter)].values
@@ -75,7 +77,7 @@ def pooled_summary(fit, hdi_prob: float | None = None) -> dict:
     for m in fit.batch.modalities:
         for k in fit.batch.kidney_classes:
             verdicts[f"{m}_{k}"] = verdict(
-                population[f"ratio_{m}_{k}"],
+                population[population_ratio_name(m, k)],
                 m,
                 fit.drug.name,
                 converged=diagnostics.converged,
