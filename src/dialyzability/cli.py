@@ -93,6 +93,10 @@ def describe_case(case) -> str:
             f"    #{i} {s.modality} {s.start_h} to {s.end}: {rec}"
             + (f"; {', '.join(extra)}" if extra else "")
         )
+        for k, e in enumerate(s.effluent_samples, 1):
+            lines.append(
+                f"      effluent sample {k} at {e.time_h}: {_fmt(e.concentration, 'mg/L')}"
+            )
     lines.append("  classical estimates (model-free)")
     estimates = classical_estimates(case)
     if not estimates:

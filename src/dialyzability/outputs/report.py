@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
-from dialyzability.results.interpret import narrowing_sentence
+from dialyzability.results.interpret import effluent_samples, narrowing_sentence
 from dialyzability.results.quantities import FLOWS_ML_MIN, rounded
 
 FIGURE_CAPTIONS = {
@@ -441,6 +441,47 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 "table",
                 rows=rows,
                 header=("window", "collected (mg)", "modelled (mg)", f"modelled {pct} (mg)"),
+            )
+        )
+
+    samples = effluent_samples(fit, summary.hdi_prob)
+    if samples:
+        b.append(Block("h2", "Effluent samples: measured against modelled"))
+        rows = tuple(
+            (
+                r["label"],
+                f"{r['time_h']:.4g}",
+                f"{r['measured_mg_per_L']:.4g}",
+                median(r["predicted_mg_per_L"]),
+                interval(r["predicted_mg_per_L"]),
+                f"{r['effluent_flow_L_per_h']:.4g}",
+                f"{median(r['sieving'])} ({interval(r['sieving'])})",
+            )
+            for r in samples
+        )
+        b.append(
+            Block(
+                "table",
+                rows=rows,
+                header=(
+                    "sample",
+                    "time (h)",
+                    "measured (mg/L)",
+                    "modelled (mg/L)",
+                    f"modelled {pct} (mg/L)",
+                    "effluent flow (L/h)",
+                    "CL_ECTR / Q_E",
+                ),
+            )
+        )
+        b.append(
+            Block(
+                "p",
+                "An effluent sample is modelled as C_E = CL_ECTR × C_plasma(t) / Q_E, the "
+                "drug cleared from plasma appearing in the effluent flow Q_E (dialysate + "
+                "ultrafiltrate) of its session (mass balance over the filter; CL_ECTR / Q_E is "
+                "the saturation or sieving coefficient; Atkinson AJ, Transl Clin Pharmacol "
+                "2016;24:153-156). Modelled values include measurement error.",
             )
         )
 
