@@ -97,6 +97,11 @@ def describe_case(case) -> str:
             lines.append(
                 f"      effluent sample {k} at {e.time_h}: {_fmt(e.concentration, 'mg/L')}"
             )
+    from dialyzability.design import unused_fields
+
+    unused = unused_fields(case)
+    if unused:
+        lines.append(f"  not used by the model: {'; '.join(unused)}")
     lines.append("  classical estimates (model-free)")
     estimates = classical_estimates(case)
     if not estimates:

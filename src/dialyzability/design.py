@@ -281,6 +281,30 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     return ev, design, index
 
 
+def unused_fields(case: Case) -> list[str]:
+    """What the case gives that the model does not use, one phrase each, so that nothing a user
+    wrote is dropped silently (``check`` prints them, the report lists them under
+    Assumptions): a session's blood flow (flows do not bound CL_ECTR yet), an effluent flow
+    without effluent samples (it enters only their prediction), the patient's age and sex."""
+    out = []
+    for i, s in enumerate(case.sessions, 1):
+        if s.blood_flow is not None:
+            out.append(
+                f"sessions #{i} blood_flow ({s.blood_flow / 0.06:.0f} mL/min; flows do not bound "
+                "CL_ECTR yet)"
+            )
+        if s.effluent_flow is not None and not s.effluent_samples:
+            out.append(
+                f"sessions #{i} effluent_flow ({s.effluent_flow:g} L/h; used only with effluent "
+                "samples)"
+            )
+    p = case.patient
+    described = [name for name in ("age_years", "sex") if getattr(p, name) is not None]
+    if described:
+        out.append(f"patient {' and '.join(described)} (descriptive only)")
+    return out
+
+
 def structure(case: Case) -> dict:
     """What fixes the shape of a case's model: the normalised case with every number replaced
     by ``#`` (a known time stays one ``#``, a range becomes ``["#", "#"]``; presence, flags,

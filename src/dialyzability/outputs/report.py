@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dialyzability.design import unused_fields
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
 from dialyzability.results.interpret import effluent_samples, narrowing_sentence
@@ -520,6 +521,21 @@ def build_report(fit, summary, figures: list[str]) -> Report:
         + (f"{summary.threshold:g} mg/L" if summary.threshold else "none (no hours saved)"),
     ]
     b.append(Block("p", "Patient: " + "; ".join(facts) + "."))
+    matrices = {c.matrix for c in case.concentrations}
+    if matrices - {"plasma"}:
+        said = []
+        if "serum" in matrices:
+            said.append("serum levels are treated as plasma levels (the same concentration)")
+        if "blood" in matrices:
+            said.append(
+                "whole-blood levels are modelled as B:P × the plasma level, with the "
+                "blood-to-plasma ratio B:P a parameter under the prior "
+                f"{drug.priors.blood_plasma_ratio.describe()} (table below)"
+            )
+        b.append(Block("p", "Levels: " + "; ".join(said) + "."))
+    unused = unused_fields(case)
+    if unused:
+        b.append(Block("p", "Not used by the model: " + "; ".join(unused) + "."))
     if summary.timings:
         b.append(
             Block(
