@@ -232,13 +232,26 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
 RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored")
 
 
-def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwargs) -> list[dict]:
+#: designs whose CL_ECTR is seen through a new kind of observation only (issue 13): effluent
+#: samples with the effluent flow (no urine, no effluent total); levels in whole blood
+OBSERVATION_DESIGNS = ("effluent_samples", "blood")
+
+
+def recovery_study(
+    per_design: int = 4,
+    seed: int = 0,
+    progress=None,
+    designs: tuple[str, ...] = RECOVERY_DESIGNS,
+    **fit_kwargs,
+) -> list[dict]:
     """Parameter recovery: simulate cases from the priors, fit them, check interval coverage.
 
     Parameters
     ----------
     per_design
-        Cases per design of :data:`RECOVERY_DESIGNS`.
+        Cases per design of ``designs``.
+    designs
+        Designs of :data:`DESIGNS` (by default :data:`RECOVERY_DESIGNS`).
     seed
         Seed of the first case; case i uses ``seed + i``.
     progress
@@ -257,7 +270,7 @@ def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwar
 
     rows = []
     i = 0
-    for kind in RECOVERY_DESIGNS:
+    for kind in designs:
         for _ in range(per_design):
             case_seed = seed + i
             i += 1
