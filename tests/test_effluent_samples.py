@@ -163,7 +163,10 @@ def test_report_figure_and_check_show_the_samples():
     ]
     assert all(s["low"] < s["median"] < s["high"] for s in samples)
     shown = describe_case(case)
-    assert shown.count("effluent sample") == 3 and "effluent flow 30 L/h" in shown
+    listed = [x for x in shown.splitlines() if x.startswith("      effluent sample ")]
+    assert len(listed) == 3 and "effluent flow 30 L/h" in shown
+    # and the classical estimate of each sample, here without a level at the sample's time
+    assert shown.count("effluent sample #") == 3
 
 
 def test_pooled_batch_labels_and_modalities_of_samples():
@@ -199,3 +202,20 @@ def test_an_effluent_samples_only_case_narrows_cl_ectr():
     prior = math.log(q["prior"]["hdi"][1] / q["prior"]["hdi"][0])
     assert width < 0.4 * prior
     assert q["hdi"][0] <= truth.cl_ectr["HD"] <= q["hdi"][1]
+
+
+def test_classical_effluent_clearance_of_a_sample_with_a_level_at_its_time():
+    from dialyzability.results.nca import classical_estimates
+
+    # Q_E · C_E / C_p = 30 L/h · 0.3 mg/L / 0.9 mg/L = 10 L/h (the level at 4 h)
+    raw = _iv_case()
+    raw["sessions"][0]["effluent_samples"].append({"time_h": 5, "concentration": "0.2 mg/L"})
+    est = {e.name: e for e in classical_estimates(case_of(raw))}
+    first = est["cl_ectr_session1_sample1"]
+    assert first.value == pytest.approx(10.0) and first.matrix == "plasma"
+    second = est["cl_ectr_session1_sample2"]
+    assert second.value is None
+    assert second.reason == "not computable: no quantified plasma or serum level measured at 5 h"
+    raw["concentrations"][1]["matrix"] = "blood"
+    blood = {e.name: e for e in classical_estimates(case_of(raw))}["cl_ectr_session1_sample1"]
+    assert blood.value is None and "only a whole-blood level" in blood.reason

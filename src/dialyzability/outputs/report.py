@@ -492,7 +492,8 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     rows = []
     for e in summary.classical.values():
         value = f"{fmt(e['value'])} {e['unit']}" if e["computable"] else "not computable"
-        rows.append((e["label"], value, e["reason"] or "amount / AUC by lin-up/log-down"))
+        how = e.get("method") or "amount / AUC by lin-up/log-down"
+        rows.append((e["label"], value, e["reason"] or how))
     if rows:
         b.append(Block("table", rows=tuple(rows), header=("estimate", "value", "how / why not")))
     else:
