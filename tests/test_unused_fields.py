@@ -38,10 +38,9 @@ def _with_flows():
     return case_of(raw)
 
 
-def test_unused_fields_name_blood_flow_idle_effluent_flow_and_descriptive_patient_fields():
+def test_unused_fields_name_idle_effluent_flow_and_descriptive_patient_fields():
     unused = unused_fields(_with_flows())
-    assert unused == [
-        "sessions #1 blood_flow (250 mL/min; flows do not bound CL_ECTR yet)",
+    assert unused == [  # (the blood flow bounds CL_ECTR: tests/test_flows.py)
         "sessions #1 effluent_flow (30 L/h; used only with effluent samples)",
         "patient age_years and sex (descriptive only)",
     ]
@@ -52,7 +51,7 @@ def test_unused_fields_name_blood_flow_idle_effluent_flow_and_descriptive_patien
 def test_check_prints_what_the_model_does_not_use():
     text = describe_case(_with_flows())
     line = next(x for x in text.splitlines() if "not used by the model" in x)
-    assert "blood_flow (250 mL/min" in line and "age_years and sex" in line
+    assert "effluent_flow (30 L/h" in line and "age_years and sex" in line
     assert "not used by the model" not in describe_case(simulated_case("rich", 1))
 
 
@@ -61,7 +60,8 @@ def test_report_lists_it_under_assumptions_with_the_matrices():
     fit = nuts_free_fit([case], draws=250)
     text = build_report(fit, fit.summary(), []).markdown()
     assumptions = text[text.index("## Assumptions") : text.index("## Diagnostics")]
-    assert "Not used by the model: sessions #1 blood_flow (250 mL/min" in assumptions
+    assert "Not used by the model: sessions #1 effluent_flow (30 L/h" in assumptions
+    assert "Flows: CL_ECTR cannot exceed the plasma flow" in assumptions
     assert "serum levels are treated as plasma levels" in assumptions
     assert "whole-blood levels are modelled as B:P × the plasma level" in assumptions
     plain = nuts_free_fit([simulated_case("rich", 1)], draws=250)

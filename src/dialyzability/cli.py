@@ -61,6 +61,7 @@ def describe_case(case) -> str:
                 p.sex or "sex not given",
                 f"kidney function {case.kidney_function}"
                 + ("" if p.kidney_function else " (assumed: not given)"),
+                *([f"haematocrit {p.haematocrit:g}"] if p.haematocrit is not None else []),
             ]
         ),
     ]
@@ -81,8 +82,10 @@ def describe_case(case) -> str:
     for i, s in enumerate(case.sessions, start=1):
         extra = []
         if s.blood_flow is not None:
+            plasma = s.blood_flow * (1 - (p.haematocrit or 0.0))
             extra.append(
-                f"blood flow {_fmt(s.blood_flow, 'L/h')} ({s.blood_flow / 0.06:.0f} mL/min)"
+                f"blood flow {_fmt(s.blood_flow, 'L/h')} ({s.blood_flow / 0.06:.0f} mL/min; "
+                f"CL_ECTR at most the plasma flow {plasma:.3g} L/h)"
             )
         if s.effluent_flow is not None:
             extra.append(f"effluent flow {_fmt(s.effluent_flow, 'L/h')}")

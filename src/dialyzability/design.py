@@ -284,15 +284,11 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
 def unused_fields(case: Case) -> list[str]:
     """What the case gives that the model does not use, one phrase each, so that nothing a user
     wrote is dropped silently (``check`` prints them, the report lists them under
-    Assumptions): a session's blood flow (flows do not bound CL_ECTR yet), an effluent flow
-    without effluent samples (it enters only their prediction), the patient's age and sex."""
+    Assumptions): an effluent flow without effluent samples (it enters only their
+    prediction), the patient's age and sex. (A blood flow bounds CL_ECTR:
+    :meth:`Batch.ectr_bound`.)"""
     out = []
     for i, s in enumerate(case.sessions, 1):
-        if s.blood_flow is not None:
-            out.append(
-                f"sessions #{i} blood_flow ({s.blood_flow / 0.06:.0f} mL/min; flows do not bound "
-                "CL_ECTR yet)"
-            )
         if s.effluent_flow is not None and not s.effluent_samples:
             out.append(
                 f"sessions #{i} effluent_flow ({s.effluent_flow:g} L/h; used only with effluent "
@@ -534,6 +530,7 @@ class Batch:
             "urine_log_y": np.log(self.urine.value),
             "effluent_log_y": np.log(self.effluent.value),
             "effluent_sample_log_y": np.log(self.effluent_samples.value),
+            "ectr_bound": self.ectr_bound()[1],
             "effluent_sample_flow": np.array(
                 [
                     s.effluent_flow
@@ -545,6 +542,26 @@ class Batch:
             ),
         }
         return {k: np.asarray(v, dtype=float) for k, v in data.items()}
+
+    def ectr_bound(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where CL_ECTR is bounded by a reported flow, and the bound: (mask (C, M) bool,
+        bound (C, M) L/h, 1 where unbounded).
+
+        The plasma flow through the filter, Q_B (1 − Hct), bounds the clearance of the plasma
+        concentration (a filter cannot clear more plasma than passes through it): per case and
+        modality the smallest over its sessions with a ``blood_flow`` (one CL_ECTR serves them
+        all). Without the patient's haematocrit the bound is the blood flow itself (Hct = 0: the
+        plasma flow never exceeds it)."""
+        m = max(len(self.modalities), 1)
+        bound = np.full((self.n_cases, m), np.inf)
+        for i, c in enumerate(self.cases):
+            hct = c.patient.haematocrit or 0.0
+            for s in c.sessions:
+                if s.blood_flow is not None:
+                    j = self.modalities.index(s.modality)
+                    bound[i, j] = min(bound[i, j], s.blood_flow * (1.0 - hct))
+        mask = np.isfinite(bound)
+        return mask, np.where(mask, bound, 1.0)
 
     def structure(self) -> dict:
         """What fixes the shape of the batch's model: each case's :func:`structure` (numbers

@@ -517,12 +517,15 @@ class _Block(BaseModel):
 
 
 class Patient(_Block):
-    """The patient; every field optional. Weight in kg."""
+    """The patient; every field optional. Weight in kg; haematocrit a fraction (0.1-0.7)."""
 
     weight: Weight | None = None
     age_years: Annotated[float, Field(ge=0, le=130, allow_inf_nan=False, strict=True)] | None = None
     sex: Literal["female", "male"] | None = None
     kidney_function: KidneyFunction | None = None
+    #: haematocrit (fraction of blood volume that is red cells): with a session's blood flow it
+    #: gives the plasma flow that bounds CL_ECTR
+    haematocrit: Annotated[float, Field(ge=0.1, le=0.7, allow_inf_nan=False)] | None = None
 
 
 class Dose(_Block):

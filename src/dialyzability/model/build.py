@@ -18,7 +18,10 @@ Per case (log scale):
   N((mu_cl_renal[kidney], mu_cl_nonrenal), diag(tau²)) with the population means bivariate
   under the same prior (hierarchical); both scaled by (weight/70)^0.75 (allometry; Holford NHG,
   Clin Pharmacokinet 1996;30:329-332);
-* log CL_ECTR per modality, log ka alike; bioavailability ~ Beta (oral doses only); weight
+* log CL_ECTR per modality, log ka alike (where a session reports its blood flow, CL_ECTR =
+  Q (1 − e^(−K/Q)) with K under that prior and Q the plasma flow Q_B (1 − Hct), so that it never
+  exceeds the plasma flow: Renkin EM, Am J Physiol 1959;197:1205-1210; Michaels AS, Trans Am
+  Soc Artif Intern Organs 1966;12:387-392); bioavailability ~ Beta (oral doses only); weight
   latent where not reported; the body burden ``a0`` latent for a case without a dose; every
   timing given as a range uniform on it.
 
@@ -318,7 +321,15 @@ def build_model(
         if batch.modalities:
             z_e = pm.Normal(f"cl_ectr{RAW}", 0.0, 1.0, dims=("case", "modality"))
             log_e = loc_e + sd_e * z_e
-            cl_ectr = pm.Deterministic("cl_ectr", pt.exp(log_e), dims=("case", "modality"))
+            cl_ectr = pt.exp(log_e)
+            bounded, _ = batch.ectr_bound()
+            if bounded.any():
+                # a reported blood flow bounds CL_ECTR by the plasma flow Q: CL = Q (1 − e^(−K/Q))
+                # (Renkin-Crone / Michaels: K the unbounded clearance, the filter's mass-transfer
+                # coefficient, under the drug's prior; CL ≈ K far below Q, CL < Q always)
+                q = data["ectr_bound"]
+                cl_ectr = pt.where(bounded, -q * pt.expm1(-cl_ectr / q), cl_ectr)
+            cl_ectr = pm.Deterministic("cl_ectr", cl_ectr, dims=("case", "modality"))
         else:
             cl_ectr = pt.zeros((c_n, 1))
         no_dose = np.flatnonzero(batch.no_dose)

@@ -534,6 +534,26 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 f"{drug.priors.blood_plasma_ratio.describe()} (table below)"
             )
         b.append(Block("p", "Levels: " + "; ".join(said) + "."))
+    bounds = [
+        f"{s.modality} session {i}: {s.blood_flow * (1 - (p.haematocrit or 0)):.3g} L/h"
+        for i, s in enumerate(case.sessions, 1)
+        if s.blood_flow is not None
+    ]
+    if bounds:
+        hct = (
+            f"haematocrit {p.haematocrit:g}"
+            if p.haematocrit
+            else "haematocrit not reported, so the bound is the blood flow itself"
+        )
+        b.append(
+            Block(
+                "p",
+                "Flows: CL_ECTR cannot exceed the plasma flow Q_B × (1 − haematocrit) through "
+                f"the filter ({hct}; " + "; ".join(bounds) + "). It is modelled as "
+                "Q (1 − e^(−K/Q)), K under the drug's ECTR prior (Renkin 1959; Michaels 1966); "
+                "a modality bound by the smallest flow of its sessions.",
+            )
+        )
     unused = unused_fields(case)
     if unused:
         b.append(Block("p", "Not used by the model: " + "; ".join(unused) + "."))
