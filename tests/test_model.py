@@ -155,6 +155,7 @@ def test_predictions_are_the_array_form_at_the_models_event_times(name, case):
     model = build_model([case]).model
     names = ["volume", "cl_renal", "cl_nonrenal", "ka", "bioavailability", "a0"]
     outputs = [*names, "pred_level", "pred_urine", "pred_session", "cl_ectr", "timing"]
+    outputs += ["pred_effluent_sample", "blood_plasma_ratio"]
     outputs = [n for n in outputs if n in model.named_vars]
     graphs = model.replace_rvs_by_values([model[n] for n in outputs])
     f = model.compile_fn(graphs, inputs=model.value_vars, on_unused_input="ignore")
@@ -170,7 +171,17 @@ def test_predictions_are_the_array_form_at_the_models_event_times(name, case):
         times, BatchDesign.stack([design]), params[0], params[1] + params[2], cl_ectr, *params[3:]
     )
     if case.concentrations:
-        np.testing.assert_allclose(got["pred_level"], out["conc"][0], rtol=1e-10)
+        n = len(case.concentrations)
+        blood = np.array([c.matrix == "blood" for c in case.concentrations])
+        bp = np.where(blood, got.get("blood_plasma_ratio", 1.0), 1.0)  # B:P · C_p in blood
+        np.testing.assert_allclose(got["pred_level"], bp * out["conc"][0, :n], rtol=1e-10)
+    if any(s.effluent_samples for s in case.sessions):
+        # C_E = CL_ECTR · C_p / Q_E at the samples, which follow the levels
+        flow = [s.effluent_flow for s in case.sessions for _ in s.effluent_samples]
+        mod = [case.modalities.index(s.modality) for s in case.sessions for _ in s.effluent_samples]
+        at = windows["effluent_samples"]
+        want = cl_ectr[0, mod] * out["conc"][0, at] / np.array(flow)
+        np.testing.assert_allclose(got["pred_effluent_sample"], want, rtol=1e-10)
     if case.urine:
         want = got["cl_renal"][0] * out["auc"][0, windows["urine"]]
         np.testing.assert_allclose(got["pred_urine"], want, rtol=1e-10)

@@ -251,6 +251,7 @@ def test_below_lloq_and_effluent_samples_survive(tmp_path, lee_raw):
     )
     lee_raw["sessions"][0]["effluent_samples"] = [{"time_h": 23, "concentration": "0.5 mg/L"}]
     lee_raw["sessions"][0]["blood_flow"] = "250 mL/min"
+    lee_raw["sessions"][0]["effluent_flow"] = "30 L/h"
     case = parse_case(lee_raw, "lee.toml")
     write_nonmem(case, tmp_path / "x.csv")
     [back] = read_nonmem(tmp_path / "x.csv")

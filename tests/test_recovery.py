@@ -2,7 +2,7 @@
 
 import pytest
 
-from dialyzability.simulate import recovery_study
+from dialyzability.simulate import OBSERVATION_DESIGNS, recovery_study
 
 
 @pytest.mark.slow
@@ -13,3 +13,15 @@ def test_hdi_covers_truth_in_most_cases_without_divergences():
     for name in ("ratio", "cl_renal", "cl_ectr"):
         coverage = sum(r[name]["covered"] for r in rows) / len(rows)
         assert coverage >= 0.85, (name, coverage)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", OBSERVATION_DESIGNS)
+def test_cl_ectr_is_covered_from_effluent_samples_only_or_blood_levels(design):
+    """Issue 13: >= 12 cases whose CL_ECTR the data see only through effluent samples and the
+    effluent flow (no urine, no effluent total), or whose levels are all in whole blood."""
+    rows = recovery_study(per_design=12, seed=200, designs=(design,))
+    assert len(rows) == 12
+    assert all(r["diagnostics"].divergences == 0 for r in rows)
+    coverage = sum(r["cl_ectr"]["covered"] for r in rows) / len(rows)
+    assert coverage >= 0.85, coverage

@@ -61,6 +61,7 @@ def describe_case(case) -> str:
                 p.sex or "sex not given",
                 f"kidney function {case.kidney_function}"
                 + ("" if p.kidney_function else " (assumed: not given)"),
+                *([f"haematocrit {p.haematocrit:g}"] if p.haematocrit is not None else []),
             ]
         ),
     ]
@@ -81,8 +82,10 @@ def describe_case(case) -> str:
     for i, s in enumerate(case.sessions, start=1):
         extra = []
         if s.blood_flow is not None:
+            plasma = s.blood_flow * (1 - (p.haematocrit or 0.0))
             extra.append(
-                f"blood flow {_fmt(s.blood_flow, 'L/h')} ({s.blood_flow / 0.06:.0f} mL/min)"
+                f"blood flow {_fmt(s.blood_flow, 'L/h')} ({s.blood_flow / 0.06:.0f} mL/min; "
+                f"CL_ECTR at most the plasma flow {plasma:.3g} L/h)"
             )
         if s.effluent_flow is not None:
             extra.append(f"effluent flow {_fmt(s.effluent_flow, 'L/h')}")
@@ -93,6 +96,15 @@ def describe_case(case) -> str:
             f"    #{i} {s.modality} {s.start_h} to {s.end}: {rec}"
             + (f"; {', '.join(extra)}" if extra else "")
         )
+        for k, e in enumerate(s.effluent_samples, 1):
+            lines.append(
+                f"      effluent sample {k} at {e.time_h}: {_fmt(e.concentration, 'mg/L')}"
+            )
+    from dialyzability.design import unused_fields
+
+    unused = unused_fields(case)
+    if unused:
+        lines.append(f"  not used by the model: {'; '.join(unused)}")
     lines.append("  classical estimates (model-free)")
     estimates = classical_estimates(case)
     if not estimates:

@@ -156,6 +156,11 @@ def event_words(label: str, case: Case) -> str:
     return f"the {edge} of {what}" if edge in ("start", "end") else what
 
 
+def effluent_sample_name(session: int, number: int) -> str:
+    """Label of effluent sample ``number`` of session ``session`` (both 1-based)."""
+    return f"{session_name(session)}_sample{number}"
+
+
 @dataclass
 class Events:
     """Event times of a case: fixed values and latent ranges, with labels.
@@ -266,13 +271,15 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     """The events of a case and the :class:`Design` that indexes them.
 
     Events: ``first`` (earliest possible time of anything) and ``last`` (latest), doses, levels,
-    urine windows, sessions. Windows: each urine collection, each session, and the whole
-    course (first to last).
+    urine windows, sessions, effluent samples. Windows: each urine collection, each session,
+    and the whole course (first to last). Samples (concentrations wanted): the levels, then the
+    effluent samples session by session (``index["effluent_samples"]``: their positions).
     """
     ev = Events()
     all_times = [d.time_h for d in case.doses] + [c.time_h for c in case.concentrations]
     for w in [*case.urine, *case.sessions]:
         all_times += [w.start_h, w.end]
+    all_times += [e.time_h for s in case.sessions for e in s.effluent_samples]
     first = ev.add("first", Time(lo=min(t.lo for t in all_times), hi=min(t.lo for t in all_times)))
     last = ev.add("last", Time(lo=max(t.hi for t in all_times), hi=max(t.hi for t in all_times)))
     doses = [ev.add(f"dose{i}", d.time_h) for i, d in enumerate(case.doses, 1)]
@@ -285,6 +292,11 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
     for i, x in enumerate(case.sessions, 1):
         s = ev.add(f"{session_name(i)}_start", x.start_h)
         sessions.append((s, ev.add_end(f"{session_name(i)}_end", s, x.end_h, x.duration_h)))
+    effluent_samples = [
+        ev.add(effluent_sample_name(i, k), e.time_h)
+        for i, x in enumerate(case.sessions, 1)
+        for k, e in enumerate(x.effluent_samples, 1)
+    ]
     anchored = [t for t in ev.times if t.anchor is not None]
     if case.admission_h is not None and any(t.anchor == "admission" for t in anchored):
         ev.add("admission", case.admission_h)  # a latent admission that other times move with
@@ -303,7 +315,7 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
         session_end=tuple(e for _, e in sessions),
         session_modality=tuple(modalities.index(x.modality) for x in case.sessions),
         windows=(*urine, *sessions, (first, last)),
-        samples=tuple(levels),
+        samples=(*levels, *effluent_samples),
         initial_event=first if not case.doses else -1,
         labels=tuple(ev.labels),
     )
@@ -311,8 +323,29 @@ def case_events(case: Case) -> tuple[Events, Design, dict[str, object]]:
         "urine": list(range(len(urine))),
         "sessions": list(range(len(urine), len(urine) + len(sessions))),
         "course": len(urine) + len(sessions),
+        "effluent_samples": list(range(len(levels), len(levels) + len(effluent_samples))),
     }
     return ev, design, index
+
+
+def unused_fields(case: Case) -> list[str]:
+    """What the case gives that the model does not use, one phrase each, so that nothing a user
+    wrote is dropped silently (``check`` prints them, the report lists them under
+    Assumptions): an effluent flow without effluent samples (it enters only their
+    prediction), the patient's age and sex. (A blood flow bounds CL_ECTR:
+    :meth:`Batch.ectr_bound`.)"""
+    out = []
+    for i, s in enumerate(case.sessions, 1):
+        if s.effluent_flow is not None and not s.effluent_samples:
+            out.append(
+                f"sessions #{i} effluent_flow ({s.effluent_flow:g} L/h; used only with effluent "
+                "samples)"
+            )
+    p = case.patient
+    described = [name for name in ("age_years", "sex") if getattr(p, name) is not None]
+    if described:
+        out.append(f"patient {' and '.join(described)} (descriptive only)")
+    return out
 
 
 def structure(case: Case) -> dict:
@@ -383,12 +416,15 @@ class Observations:
     case
         Index of each observation's case.
     where
-        Position of each observation in its case's prediction: the sample (levels), the window
-        (urine, effluent).
+        Position of each observation in its case's prediction: the sample (levels, effluent
+        samples), the window (urine, effluent).
     value
         Observed value (mg/L or mg); for a level below the LLOQ, the LLOQ.
     censored
         True for a level below the LLOQ.
+    modality
+        Effluent samples: the index of their session's modality in :attr:`Batch.modalities`
+        (the ``cl_ectr`` column that clears into that effluent); empty for other kinds.
     """
 
     labels: tuple[str, ...]
@@ -396,6 +432,7 @@ class Observations:
     where: np.ndarray
     value: np.ndarray
     censored: np.ndarray
+    modality: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -431,6 +468,7 @@ class Batch:
     levels: Observations
     urine: Observations
     effluent: Observations
+    effluent_samples: Observations
     sessions: tuple[tuple[int, int], ...]  # (case, window) of every session
     collections: tuple[tuple[int, int], ...]  # (case, window) of every urine collection
 
@@ -460,6 +498,14 @@ class Batch:
         return np.array([any(d.route == "oral" for d in c.doses) for c in self.cases])
 
     @property
+    def level_blood(self) -> np.ndarray:
+        """Per level: measured in whole blood (predicted as B:P · C_p). Serum and plasma are
+        the same matrix to the model (C_p)."""
+        return np.array(
+            [x.matrix == "blood" for c in self.cases for x in c.concentrations], dtype=bool
+        )
+
+    @property
     def weight_missing(self) -> np.ndarray:
         return np.array([c.patient.weight is None for c in self.cases])
 
@@ -484,6 +530,7 @@ class Batch:
             "level": list(self.levels.labels),
             "urine": list(self.urine.labels),
             "effluent": list(self.effluent.labels),
+            "effluent_sample": list(self.effluent_samples.labels),
             "session": [self.label(c, session_name(i + 1)) for c, i in _numbered(self.sessions)],
             "oral": [i for i, o in zip(ids, self.oral, strict=True) if o],
             "weight_missing": [i for i, m in zip(ids, self.weight_missing, strict=True) if m],
@@ -503,8 +550,9 @@ class Batch:
         mg; ``log_weight`` (C,) log kg, 0 where unknown; ``cl_mean`` (C, 2) and ``cl_chol``
         (C, 2, 2): the prior of (log CL_R, log CL_NR) of a 70-kg adult of each case's kidney
         class (:func:`~dialyzability.io.drugs.clearance_prior`); ``log_a0_guess`` (C,) log mg;
-        ``level_log_y``, ``urine_log_y``, ``effluent_log_y``: observed values (a level below the
-        LLOQ: its LLOQ).
+        ``level_log_y``, ``urine_log_y``, ``effluent_log_y``, ``effluent_sample_log_y``:
+        observed values (a level below the LLOQ: its LLOQ); ``effluent_sample_flow`` (L/h): the
+        effluent flow Q_E of each effluent sample's session.
         """
         n = self.kinetics.n_events
         t = np.zeros((self.n_cases, n))
@@ -534,8 +582,39 @@ class Batch:
             "level_log_y": np.log(self.levels.value),
             "urine_log_y": np.log(self.urine.value),
             "effluent_log_y": np.log(self.effluent.value),
+            "effluent_sample_log_y": np.log(self.effluent_samples.value),
+            "ectr_bound": self.ectr_bound()[1],
+            "effluent_sample_flow": np.array(
+                [
+                    s.effluent_flow
+                    for c in self.cases
+                    for s in c.sessions
+                    for _ in s.effluent_samples
+                ],
+                dtype=float,
+            ),
         }
         return {k: np.asarray(v, dtype=float) for k, v in data.items()}
+
+    def ectr_bound(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where CL_ECTR is bounded by a reported flow, and the bound: (mask (C, M) bool,
+        bound (C, M) L/h, 1 where unbounded).
+
+        The plasma flow through the filter, Q_B (1 − Hct), bounds the clearance of the plasma
+        concentration (a filter cannot clear more plasma than passes through it): per case and
+        modality the smallest over its sessions with a ``blood_flow`` (one CL_ECTR serves them
+        all). Without the patient's haematocrit the bound is the blood flow itself (Hct = 0: the
+        plasma flow never exceeds it)."""
+        m = max(len(self.modalities), 1)
+        bound = np.full((self.n_cases, m), np.inf)
+        for i, c in enumerate(self.cases):
+            hct = c.patient.haematocrit or 0.0
+            for s in c.sessions:
+                if s.blood_flow is not None:
+                    j = self.modalities.index(s.modality)
+                    bound[i, j] = min(bound[i, j], s.blood_flow * (1.0 - hct))
+        mask = np.isfinite(bound)
+        return mask, np.where(mask, bound, 1.0)
 
     def structure(self) -> dict:
         """What fixes the shape of the batch's model: each case's :func:`structure` (numbers
@@ -567,6 +646,7 @@ class Batch:
             "level": self.levels.case,
             "urine": self.urine.case,
             "effluent": self.effluent.case,
+            "effluent_sample": self.effluent_samples.case,
             "session": np.array([c for c, _ in self.sessions], dtype=int),
             "latent_time": np.array([c for c, _ in self.timings], dtype=int),
         }[dim]
@@ -630,6 +710,25 @@ def make_batch(cases: list[Case], drug: DrugModel) -> Batch:
         for j, s in enumerate(c.sessions)
         if s.amount is not None
     )
+    # effluent samples: the concentration at their sample position (after the levels), cleared
+    # by their session's modality (make_batch's modality order)
+    rows = [
+        (i, effluent_sample_name(j, k), s.modality, e.concentration)
+        for i, c in enumerate(cases)
+        for j, s in enumerate(c.sessions, 1)
+        for k, e in enumerate(s.effluent_samples, 1)
+    ]
+    positions = [p for ix in windows for p in ix["effluent_samples"]]
+    samples = observations(
+        (i, name, where, value, False)
+        for (i, name, _, value), where in zip(rows, positions, strict=True)
+    )
+    samples = Observations(
+        **{
+            **samples.__dict__,
+            "modality": np.array([modalities.index(m) for _, _, m, _ in rows], dtype=int),
+        }
+    )
     return Batch(
         cases=tuple(cases),
         drug=drug,
@@ -642,6 +741,7 @@ def make_batch(cases: list[Case], drug: DrugModel) -> Batch:
         levels=levels,
         urine=urine,
         effluent=effluent,
+        effluent_samples=samples,
         sessions=tuple((i, w) for i, ix in enumerate(windows) for w in ix["sessions"]),
         collections=tuple((i, w) for i, ix in enumerate(windows) for w in ix["urine"]),
     )
@@ -688,5 +788,15 @@ OBSERVATIONS: tuple[ObservationKind, ...] = (
     ObservationKind("urine", "urine_amount", "urine", "Urine amount", "mg", lambda b: b.urine),
     ObservationKind(
         "effluent", "effluent_amount", "effluent", "Effluent amount", "mg", lambda b: b.effluent
+    ),
+    # C_E(t) = CL_ECTR · C_p(t) / Q_E: the drug cleared from plasma appears in the effluent flow
+    # (mass balance over the filter; CL_ECTR / Q_E is the saturation or sieving coefficient)
+    ObservationKind(
+        "effluent_sample",
+        "effluent_concentration",
+        "effluent_sample",
+        "Effluent concentration",
+        "mg/L",
+        lambda b: b.effluent_samples,
     ),
 )

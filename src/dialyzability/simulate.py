@@ -14,7 +14,11 @@ Designs (``DESIGNS``):
 * ``no_weight``: as ``rich`` without the patient's weight;
 * ``anuric``: anuric patient, no urine; levels around two sessions with recoveries;
 * ``censored``: as ``rich`` with the last two levels below the LLOQ;
-* ``same_window``: urine collected over exactly the session's window.
+* ``same_window``: urine collected over exactly the session's window;
+* ``effluent_samples``: dose, five levels, one HD session with its effluent flow and three
+  effluent concentrations sampled during it; no urine, no effluent total (CL_ECTR is known to
+  the data only through C_E = CL_ECTR · C_p / Q_E);
+* ``blood``: as ``rich`` with every level measured in whole blood (C_blood = B:P · C_p).
 """
 
 from __future__ import annotations
@@ -29,7 +33,20 @@ from dialyzability.io.case import Case, parse_case
 from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
 from dialyzability.pk.closed_form import solve_batch
 
-DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored", "same_window")
+DESIGNS = (
+    "rich",
+    "sparse",
+    "no_dose",
+    "no_weight",
+    "anuric",
+    "censored",
+    "same_window",
+    "effluent_samples",
+    "blood",
+)
+#: effluent (dialysate + ultrafiltrate) flow of the ``effluent_samples`` design, L/h: an
+#: intermittent HD dialysate flow of 500 mL/min
+EFFLUENT_FLOW = 30.0
 
 
 @dataclass
@@ -45,6 +62,8 @@ class Truth:
     bioavailability: float
     a0: float = 0.0
     times: dict[str, float] = field(default_factory=dict)
+    #: whole-blood to plasma concentration ratio (levels in whole blood)
+    blood_plasma_ratio: float = 1.0
 
     @property
     def ratio(self) -> float:
@@ -114,6 +133,17 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
             del c["value"]
     elif kind == "same_window":
         base["urine"] = [{"start_h": hd_start, "duration_h": 4, "amount": "1 mg"}]
+    elif kind == "effluent_samples":
+        del base["urine"]
+        session = base["sessions"][0]
+        del session["recovered"]
+        session["effluent_flow"] = f"{EFFLUENT_FLOW:g} L/h"
+        session["effluent_samples"] = [
+            {"time_h": round(hd_start + dt, 2), "concentration": "1 mg/L"} for dt in (0.5, 2, 3.5)
+        ]
+    elif kind == "blood":
+        for c in base["concentrations"]:
+            c["matrix"] = "blood"
     elif kind != "rich":
         raise ValueError(f"unknown design {kind!r}; choose one of {', '.join(DESIGNS)}")
     return base
@@ -151,9 +181,16 @@ def simulate_case(
             truth.times["t_urine1_start"] = float(rng.uniform(*u["start_h"]))
     if kind == "no_dose":  # the body burden at the first event, instead of a dose
         truth.a0 = float(rng.uniform(200, 2000) * truth.bioavailability)
+    if kind == "blood":  # the drug's B:P, from its prior (drawn here: other designs unchanged)
+        bp = model.priors.blood_plasma_ratio
+        truth.blood_plasma_ratio = float(bp.median * math.exp(bp.sigma * rng.normal()))
     case = parse_case(raw, raw["id"])
     conc, auc, index = _predict(case, truth)
-    values = conc * np.exp(noise * rng.normal(size=conc.shape))
+    n_levels = len(case.concentrations)
+    plasma, at_samples = conc[:n_levels], conc[n_levels:]
+    blood = np.array([c.matrix == "blood" for c in case.concentrations])
+    plasma = np.where(blood, truth.blood_plasma_ratio * plasma, plasma)
+    values = plasma * np.exp(noise * rng.normal(size=plasma.shape))
     for c, v in zip(raw["concentrations"], values, strict=True):
         if c.get("below_lloq"):
             lloq = float(v) * math.exp(abs(rng.normal()) + 0.2)  # truly below its LLOQ
@@ -164,7 +201,14 @@ def simulate_case(
         u["amount"] = f"{truth.cl_renal * auc[i] * math.exp(noise * rng.normal()):.6g} mg"
     for i, s in zip(index["sessions"], raw.get("sessions", []), strict=True):
         cl = truth.cl_ectr[s["modality"]]
-        s["recovered"] = f"{cl * auc[i] * math.exp(noise * rng.normal()):.6g} mg"
+        if "recovered" in s:
+            s["recovered"] = f"{cl * auc[i] * math.exp(noise * rng.normal()):.6g} mg"
+    # effluent samples: C_E = CL_ECTR · C_p(t) / Q_E, in the order of the kinetics' samples
+    rest = iter(at_samples)
+    for s in raw.get("sessions", []):
+        for e in s.get("effluent_samples", []):
+            c_e = truth.cl_ectr[s["modality"]] * next(rest) / EFFLUENT_FLOW
+            e["concentration"] = f"{c_e * math.exp(noise * rng.normal()):.6g} mg/L"
     return raw, truth
 
 
@@ -188,13 +232,26 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
 RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored")
 
 
-def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwargs) -> list[dict]:
+#: designs whose CL_ECTR is seen through a new kind of observation only (issue 13): effluent
+#: samples with the effluent flow (no urine, no effluent total); levels in whole blood
+OBSERVATION_DESIGNS = ("effluent_samples", "blood")
+
+
+def recovery_study(
+    per_design: int = 4,
+    seed: int = 0,
+    progress=None,
+    designs: tuple[str, ...] = RECOVERY_DESIGNS,
+    **fit_kwargs,
+) -> list[dict]:
     """Parameter recovery: simulate cases from the priors, fit them, check interval coverage.
 
     Parameters
     ----------
     per_design
-        Cases per design of :data:`RECOVERY_DESIGNS`.
+        Cases per design of ``designs``.
+    designs
+        Designs of :data:`DESIGNS` (by default :data:`RECOVERY_DESIGNS`).
     seed
         Seed of the first case; case i uses ``seed + i``.
     progress
@@ -213,7 +270,7 @@ def recovery_study(per_design: int = 4, seed: int = 0, progress=None, **fit_kwar
 
     rows = []
     i = 0
-    for kind in RECOVERY_DESIGNS:
+    for kind in designs:
         for _ in range(per_design):
             case_seed = seed + i
             i += 1

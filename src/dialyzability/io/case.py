@@ -517,12 +517,15 @@ class _Block(BaseModel):
 
 
 class Patient(_Block):
-    """The patient; every field optional. Weight in kg."""
+    """The patient; every field optional. Weight in kg; haematocrit a fraction (0.1-0.7)."""
 
     weight: Weight | None = None
     age_years: Annotated[float, Field(ge=0, le=130, allow_inf_nan=False, strict=True)] | None = None
     sex: Literal["female", "male"] | None = None
     kidney_function: KidneyFunction | None = None
+    #: haematocrit (fraction of blood volume that is red cells): with a session's blood flow it
+    #: gives the plasma flow that bounds CL_ECTR
+    haematocrit: Annotated[float, Field(ge=0.1, le=0.7, allow_inf_nan=False)] | None = None
 
 
 class Dose(_Block):
@@ -899,6 +902,27 @@ def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]
                 i,
                 field,
             )
+    for i, s in _entries(case, "sessions"):
+        # an effluent sample is predicted as CL_ECTR · C_p(t) / Q_E: it needs its session's Q_E
+        if s.effluent_samples and s.effluent_flow is None:
+            fail(
+                "effluent_flow is needed to use effluent samples (the effluent concentration is "
+                "CL_ECTR x plasma level / effluent flow): give the session's dialysate + "
+                'ultrafiltrate flow, e.g. effluent_flow = "2 L/h"',
+                "sessions",
+                i,
+                "effluent_flow",
+            )
+        timed = s.end_h is not None or s.duration_h is not None
+        for k, e in enumerate(s.effluent_samples if timed else [], 1):
+            if e.time_h.hi < s.start_h.lo or e.time_h.lo > s.end.hi:
+                fail(
+                    f"effluent sample at {e.time_h} h is outside its session "
+                    f"({s.start_h} to {s.end}): no effluent flows then",
+                    "sessions",
+                    i,
+                    f"effluent_samples[{k}].time_h",
+                )
     for i, c in _entries(case, "concentrations"):
         if c.below_lloq and c.lloq is None:
             fail("below_lloq = true needs the lloq", "concentrations", i, "lloq")

@@ -27,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dialyzability.io.resources import MODELS_ENV, models_dir, user_models_dir
 from dialyzability.io.units import UnitError, parse_quantity
 
-PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka"]
+PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka", "blood_plasma_ratio"]
+#: widening (log scale) of a cited blood-to-plasma range at each end, for its prior
+#: (:func:`blood_plasma_prior`)
+BLOOD_PLASMA_MARGIN = 0.2
 
 
 class DrugModelError(ValueError):
@@ -142,6 +145,8 @@ class Priors(_Strict):
     fe: Beta
     bioavailability: Beta
     ka: LogNormal
+    #: whole-blood to plasma concentration ratio B:P, used only for levels in whole blood
+    blood_plasma_ratio: LogNormal
 
 
 class DrugModel(_Strict):
@@ -173,7 +178,8 @@ class DrugModel(_Strict):
     kidney_function
         Multiplier of renal clearance per kidney-function class.
     errors
-        Priors of the measurement-error scales (SD of log) for levels, urine and effluent.
+        Priors of the measurement-error scales (SD of log) for levels, urine, effluent totals
+        and effluent samples.
     weight
         Prior of body weight when the case gives none (kg).
     path
@@ -300,7 +306,9 @@ class _DrugFile(_Strict):
     kidney_function: dict[Literal["normal", "impaired", "anuric"], LogNormal] = Field(
         default_factory=dict
     )
-    errors: dict[Literal["level", "urine", "effluent"], LogNormal] = Field(default_factory=dict)
+    errors: dict[Literal["level", "urine", "effluent", "effluent_sample"], LogNormal] = Field(
+        default_factory=dict
+    )
     weight: LogNormal | None = None
 
 
@@ -491,6 +499,10 @@ def _load(
         return prior.model_copy(update={"origin": file})
 
     priors = {k: tag(v, "default.toml") for k, v in default.priors.items()}
+    if drug.blood_plasma_ratio is not None and key != "default":
+        priors["blood_plasma_ratio"] = tag(
+            blood_plasma_prior(drug.blood_plasma_ratio, where), origin
+        )
     priors |= {k: tag(v, origin) for k, v in drug.priors.items()}
     merged = {}
     for group in ("ectr", "kidney_function", "errors"):
@@ -564,6 +576,35 @@ def _load(
         )
     except ValidationError as exc:
         raise DrugModelError(f"{where}: {_problems(exc)}") from exc
+
+
+def blood_plasma_prior(fact: Sourced, where: str = "") -> LogNormal:
+    """The prior of B:P from a drug's cited ``blood_plasma_ratio`` (low, high), log-normal:
+    median at the geometric mid-range sqrt(low · high), and sigma such that the central 95 %
+    interval is the range widened by a factor e^BLOOD_PLASMA_MARGIN (1.22) at each end,
+
+        sigma = (log(high / low) / 2 + BLOOD_PLASMA_MARGIN) / 1.96
+
+    (a single cited value, low = high, gets sigma 0.10: ×/÷ 1.22 at 95 %, for between-patient
+    haematocrit and assay differences the value does not carry)."""
+    value = fact.value
+    if isinstance(value, str):
+        raise DrugModelError(
+            f"{where}: field 'blood_plasma_ratio.value': give a number or [low, high]"
+        )
+    low, high = value if isinstance(value, tuple) else (float(value), float(value))
+    if not 0 < low <= high:
+        raise DrugModelError(f"{where}: field 'blood_plasma_ratio.value': need 0 < low <= high")
+    sigma = (0.5 * math.log(high / low) + BLOOD_PLASMA_MARGIN) / 1.96
+    cited = f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    return LogNormal(
+        dist="lognormal",
+        median=math.sqrt(low * high),
+        sigma=sigma,
+        source=f"From the drug's cited whole-blood/plasma ratio {cited} (median at the geometric "
+        f"mid-range, 95 % interval the range widened x/÷ {math.exp(BLOOD_PLASMA_MARGIN):.2f}): "
+        f"{fact.source}",
+    )
 
 
 def _fraction(value, origin: str, field: str) -> float:

@@ -50,6 +50,7 @@ EXAMPLE_ROWS: tuple[dict[str, str], ...] = (
         "unit": "mg",
         "modality": "HD",
         "blood_flow": "250 mL/min",
+        "effluent_flow": "30 L/h",
     },
     {"kind": "effluent", "start": "9", "value": "0.8", "unit": "mg/L", "session": "1"},
 )

@@ -42,7 +42,7 @@ class Column:
 
 
 KINDS = ("patient", "dose", "level", "urine", "session", "effluent")
-PATIENT_FIELDS = ("weight", "age_years", "sex", "kidney_function")
+PATIENT_FIELDS = ("weight", "age_years", "sex", "kidney_function", "haematocrit")
 _TRUE, _FALSE = ("true", "1", "yes", "y"), ("false", "0", "no", "n", "")
 
 COLUMNS: tuple[Column, ...] = (
@@ -85,7 +85,7 @@ COLUMNS: tuple[Column, ...] = (
         "patient rows: which fact; urine rows: amount (default) or concentration; session "
         "rows: recovered (default) or effluent_concentration",
         "",
-        "weight, age_years, sex, kidney_function; amount, concentration; recovered, "
+        "weight, age_years, sex, kidney_function, haematocrit; amount, concentration; recovered, "
         "effluent_concentration",
     ),
     Column("matrix", "what a level was measured in (default plasma)", "", "plasma, serum, blood"),
@@ -393,6 +393,12 @@ def _entry(sheet: _Sheet, row: dict, n: int, kind: str):
                 return name, float(value)
             except ValueError:
                 sheet.fail(n, "value", f"age must be a number of years, got {value!r}")
+                return None
+        if name == "haematocrit":
+            try:
+                return name, float(value)
+            except ValueError:
+                sheet.fail(n, "value", f"haematocrit must be a fraction (e.g. 0.35), got {value!r}")
                 return None
         return name, value
     entry: dict[str, Any] = {}

@@ -18,7 +18,10 @@ Per case (log scale):
   N((mu_cl_renal[kidney], mu_cl_nonrenal), diag(tau²)) with the population means bivariate
   under the same prior (hierarchical); both scaled by (weight/70)^0.75 (allometry; Holford NHG,
   Clin Pharmacokinet 1996;30:329-332);
-* log CL_ECTR per modality, log ka alike; bioavailability ~ Beta (oral doses only); weight
+* log CL_ECTR per modality, log ka alike (where a session reports its blood flow, CL_ECTR =
+  Q (1 − e^(−K/Q)) with K under that prior and Q the plasma flow Q_B (1 − Hct), so that it never
+  exceeds the plasma flow: Renkin EM, Am J Physiol 1959;197:1205-1210; Michaels AS, Trans Am
+  Soc Artif Intern Organs 1966;12:387-392); bioavailability ~ Beta (oral doses only); weight
   latent where not reported; the body burden ``a0`` latent for a case without a dose; every
   timing given as a range uniform on it.
 
@@ -54,9 +57,13 @@ of the single-case model, which in the hierarchical layer still awaits a paramet
 does not couple the cases through tau.
 
 Observations (:mod:`dialyzability.model.observations`) are observed variables: levels
-log-normal with proportional error, censored below the LLOQ through ``pm.Censored``; urine and
-effluent amounts log-normal around CL_R × AUC and CL_ECTR × AUC. The error SD of each kind is
-shared by a case's observations of that kind and integrated out under its informative prior
+log-normal with proportional error (plasma and serum alike, both C_p; a whole-blood level
+around B:P · C_p, with the blood-to-plasma ratio B:P a parameter of the batch, log-normal from
+the drug model's ``priors.blood_plasma_ratio``, present only when a case has a blood level),
+censored below the LLOQ through ``pm.Censored``; urine and effluent amounts log-normal around
+CL_R × AUC and CL_ECTR × AUC; effluent samples log-normal around CL_ECTR × C_p(t) / Q_E, Q_E
+the session's effluent flow. The error SD of each kind is shared by a case's observations of
+that kind and integrated out under its informative prior
 (:func:`~dialyzability.io.drugs.error_prior`): a multivariate Student-t per case and kind.
 """
 
@@ -314,7 +321,15 @@ def build_model(
         if batch.modalities:
             z_e = pm.Normal(f"cl_ectr{RAW}", 0.0, 1.0, dims=("case", "modality"))
             log_e = loc_e + sd_e * z_e
-            cl_ectr = pm.Deterministic("cl_ectr", pt.exp(log_e), dims=("case", "modality"))
+            cl_ectr = pt.exp(log_e)
+            bounded, _ = batch.ectr_bound()
+            if bounded.any():
+                # a reported blood flow bounds CL_ECTR by the plasma flow Q: CL = Q (1 − e^(−K/Q))
+                # (Renkin-Crone / Michaels: K the unbounded clearance, the filter's mass-transfer
+                # coefficient, under the drug's prior; CL ≈ K far below Q, CL < Q always)
+                q = data["ectr_bound"]
+                cl_ectr = pt.where(bounded, -q * pt.expm1(-cl_ectr / q), cl_ectr)
+            cl_ectr = pm.Deterministic("cl_ectr", cl_ectr, dims=("case", "modality"))
         else:
             cl_ectr = pt.zeros((c_n, 1))
         no_dose = np.flatnonzero(batch.no_dose)
@@ -352,9 +367,16 @@ def build_model(
         pm.Deterministic("removed_renal", cl_renal * auc[np.arange(c_n), course], dims="case")
         preds = {}
         if batch.levels:
-            preds["level"] = pm.Deterministic(
-                "pred_level", conc[batch.levels.case, batch.levels.where], dims="level"
-            )
+            level = conc[batch.levels.case, batch.levels.where]
+            blood = np.flatnonzero(batch.level_blood)
+            if len(blood):
+                # whole blood: C_blood = B:P · C_p, B:P one drug property shared by the
+                # batch, log-normal from the drug model (non-centred)
+                prior = drug.priors.blood_plasma_ratio
+                z_bp = pm.Normal(f"blood_plasma_ratio{RAW}", 0.0, 1.0)
+                bp = pm.Deterministic("blood_plasma_ratio", pt.exp(prior.mu + prior.sigma * z_bp))
+                level = pt.set_subtensor(level[blood], bp * level[blood])
+            preds["level"] = pm.Deterministic("pred_level", level, dims="level")
         if batch.collections:
             c_u = np.array([c for c, _ in batch.collections])
             w_u = np.array([w for _, w in batch.collections])
@@ -386,6 +408,17 @@ def build_model(
                 )
         if batch.sessions:
             pm.Deterministic("removed_ectr", removed_ectr, dims="case")
+        samples = batch.effluent_samples
+        if samples:
+            # C_E = CL_ECTR · C_p(t) / Q_E (mass balance over the filter; the observation
+            # registry), C_p at the sample's own time (a sampling event of the kinetics)
+            preds["effluent_sample"] = pm.Deterministic(
+                "pred_effluent_sample",
+                cl_ectr[samples.case, samples.modality]
+                * conc[samples.case, samples.where]
+                / data["effluent_sample_flow"],
+                dims="effluent_sample",
+            )
 
         for obs in OBSERVATIONS:
             if obs.name in preds:

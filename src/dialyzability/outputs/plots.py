@@ -80,7 +80,8 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
 
 def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
     """Numbers of the fitted-levels figure: posterior median and 50 %/95 % bands on a time grid,
-    the observed levels (censored ones at their LLOQ), sessions, urine windows, threshold."""
+    the observed levels (censored ones at their LLOQ), the effluent samples with their
+    posterior-predictive intervals, sessions, urine windows, threshold."""
     from dialyzability.design import case_events
     from dialyzability.results.predictive import curves
 
@@ -91,18 +92,38 @@ def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
     t = np.linspace(lo, hi + pad, points)
     c = curves(fit, t, max_draws=max_draws)
     q = np.percentile(c, [2.5, 25, 50, 75, 97.5], axis=0)
+    # the curve is the plasma level: a whole-blood level is shown divided by the posterior
+    # median of B:P (its plasma equivalent)
+    bp = 1.0
+    if "blood_plasma_ratio" in fit.draws:
+        bp = float(np.median(fit.draws["blood_plasma_ratio"].values))
     observed = [
         {
             "time": c_.time_h.mid,
             "time_range": (c_.time_h.lo, c_.time_h.hi),
-            "value": c_.lloq if c_.below_lloq else c_.value,
+            "value": (c_.lloq if c_.below_lloq else c_.value) / (bp if c_.matrix == "blood" else 1),
             "censored": c_.below_lloq,
+            "matrix": c_.matrix,
         }
         for c_ in fit.case.concentrations
     ]
     sessions, urine = _window_spans(fit)
+    from dialyzability.results.interpret import effluent_samples
+
+    samples = [
+        {
+            "label": r["label"],
+            "time": r["time_h"],
+            "value": r["measured_mg_per_L"],
+            "median": r["predicted_mg_per_L"]["median"],
+            "low": r["predicted_mg_per_L"]["hdi"][0],
+            "high": r["predicted_mg_per_L"]["hdi"][1],
+        }
+        for r in effluent_samples(fit, HDI_PROB)
+    ]
     return {
         "time": t,
+        "effluent_samples": samples,
         "q2.5": q[0],
         "q25": q[1],
         "median": q[2],
@@ -151,11 +172,30 @@ def plot_levels(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     for o in d["observed"]:
         if o["censored"]:
             ax.plot(o["time"], o["value"], "v", mfc="white", mec="black", ms=8)
+        elif o.get("matrix") == "blood":
+            ax.plot(o["time"], o["value"], "D", mfc="white", mec="black", ms=6)
         else:
             ax.plot(o["time"], o["value"], "o", color="black", ms=6)
         if o["time_range"][1] > o["time_range"][0]:
             ax.hlines(o["value"], *o["time_range"], color="black", lw=1)
-    ax.plot([], [], "o", color="black", label="measured level")
+    if any(o.get("matrix") != "blood" for o in d["observed"]):
+        ax.plot([], [], "o", color="black", label="measured level")
+    if any(o.get("matrix") == "blood" for o in d["observed"]):
+        ax.plot(
+            [], [], "D", mfc="white", mec="black", label="whole-blood level / B:P (post. median)"
+        )
+    for e in d.get("effluent_samples", []):
+        ax.vlines(e["time"], e["low"], e["high"], color=SESSION_COLOUR, lw=2, alpha=0.6)
+        ax.plot(e["time"], e["value"], "s", color=SESSION_COLOUR, mec="black", ms=6)
+    if d.get("effluent_samples"):
+        ax.plot(
+            [],
+            [],
+            "s",
+            color=SESSION_COLOUR,
+            mec="black",
+            label=f"effluent sample (bar: predicted {HDI_PROB:.0%})",
+        )
     if any(o["censored"] for o in d["observed"]):
         ax.plot([], [], "v", mfc="white", mec="black", label="below LLOQ (at the LLOQ)")
     if d["threshold"]:
@@ -173,6 +213,7 @@ def plot_levels(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
     ax.set_yscale("log")
     # keep the clinically relevant range in view: down to 1/100 of the lowest level or threshold
     floor = [o["value"] for o in d["observed"]] + ([d["threshold"]] if d["threshold"] else [])
+    floor += [e["value"] for e in d.get("effluent_samples", [])]
     if floor:
         ax.set_ylim(bottom=max(min(floor) / 100, ax.get_ylim()[0]))
     top = blended_transform_factory(ax.transData, ax.transAxes)

@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dialyzability.design import population_ratio_name
+from dialyzability.design import population_ratio_name, unused_fields
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
-from dialyzability.results.interpret import PRIOR_DOMINATED, narrowing_sentence
+from dialyzability.results.interpret import PRIOR_DOMINATED, effluent_samples, narrowing_sentence
 from dialyzability.results.quantities import FLOWS_ML_MIN, format_p, name_of, rounded
 
 FIGURE_CAPTIONS = {
@@ -442,13 +442,55 @@ def build_report(fit, summary, figures: list[str]) -> Report:
             )
         )
 
+    samples = effluent_samples(fit, summary.hdi_prob)
+    if samples:
+        b.append(Block("h2", "Effluent samples: measured against modelled"))
+        rows = tuple(
+            (
+                r["label"],
+                f"{r['time_h']:.4g}",
+                f"{r['measured_mg_per_L']:.4g}",
+                median(r["predicted_mg_per_L"]),
+                interval(r["predicted_mg_per_L"]),
+                f"{r['effluent_flow_L_per_h']:.4g}",
+                f"{median(r['sieving'])} ({interval(r['sieving'])})",
+            )
+            for r in samples
+        )
+        b.append(
+            Block(
+                "table",
+                rows=rows,
+                header=(
+                    "sample",
+                    "time (h)",
+                    "measured (mg/L)",
+                    "modelled (mg/L)",
+                    f"modelled {pct} (mg/L)",
+                    "effluent flow (L/h)",
+                    "CL_ECTR / Q_E",
+                ),
+            )
+        )
+        b.append(
+            Block(
+                "p",
+                "An effluent sample is modelled as C_E = CL_ECTR × C_plasma(t) / Q_E, the "
+                "drug cleared from plasma appearing in the effluent flow Q_E (dialysate + "
+                "ultrafiltrate) of its session (mass balance over the filter; CL_ECTR / Q_E is "
+                "the saturation or sieving coefficient; Atkinson AJ, Transl Clin Pharmacol "
+                "2016;24:153-156). Modelled values include measurement error.",
+            )
+        )
+
     b += plan_blocks(fit, summary.hdi_prob)
 
     b.append(Block("h2", "Classical estimates (model-free)"))
     rows = []
     for e in summary.classical.values():
         value = f"{fmt(e['value'])} {e['unit']}" if e["computable"] else "not computable"
-        rows.append((e["label"], value, e["reason"] or "amount / AUC by lin-up/log-down"))
+        how = e.get("method") or "amount / AUC by lin-up/log-down"
+        rows.append((e["label"], value, e["reason"] or how))
     if rows:
         b.append(Block("table", rows=tuple(rows), header=("estimate", "value", "how / why not")))
     else:
@@ -477,6 +519,41 @@ def build_report(fit, summary, figures: list[str]) -> Report:
         + (f"{summary.threshold:g} mg/L" if summary.threshold else "none (no hours saved)"),
     ]
     b.append(Block("p", "Patient: " + "; ".join(facts) + "."))
+    matrices = {c.matrix for c in case.concentrations}
+    if matrices - {"plasma"}:
+        said = []
+        if "serum" in matrices:
+            said.append("serum levels are treated as plasma levels (the same concentration)")
+        if "blood" in matrices:
+            said.append(
+                "whole-blood levels are modelled as B:P × the plasma level, with the "
+                "blood-to-plasma ratio B:P a parameter under the prior "
+                f"{drug.priors.blood_plasma_ratio.describe()} (table below)"
+            )
+        b.append(Block("p", "Levels: " + "; ".join(said) + "."))
+    bounds = [
+        f"{s.modality} session {i}: {s.blood_flow * (1 - (p.haematocrit or 0)):.3g} L/h"
+        for i, s in enumerate(case.sessions, 1)
+        if s.blood_flow is not None
+    ]
+    if bounds:
+        hct = (
+            f"haematocrit {p.haematocrit:g}"
+            if p.haematocrit
+            else "haematocrit not reported, so the bound is the blood flow itself"
+        )
+        b.append(
+            Block(
+                "p",
+                "Flows: CL_ECTR cannot exceed the plasma flow Q_B × (1 − haematocrit) through "
+                f"the filter ({hct}; " + "; ".join(bounds) + "). It is modelled as "
+                "Q (1 − e^(−K/Q)), K under the drug's ECTR prior (Renkin 1959; Michaels 1966); "
+                "a modality bound by the smallest flow of its sessions.",
+            )
+        )
+    unused = unused_fields(case)
+    if unused:
+        b.append(Block("p", "Not used by the model: " + "; ".join(unused) + "."))
     if summary.timings:
         b.append(
             Block(

@@ -291,7 +291,8 @@ class CaseView:
         )
 
     def censored(self, dim: str) -> np.ndarray:
-        """Per observation of ``dim`` (``level``, ``urine``, ``effluent``): below the LLOQ."""
+        """Per observation of ``dim`` (a kind of :data:`~dialyzability.design.OBSERVATIONS`):
+        below the LLOQ (levels only)."""
         n = len(self.predictive[dim]) if dim in self.predictive.dims else 0
         if dim != "level" or "level_below_lloq" not in self.fit.idata.constant_data:
             return np.zeros(n, dtype=bool)
@@ -423,7 +424,7 @@ def _case_slice(ds, batch, i: int):
     out = ds.isel(case=i, drop=True) if "case" in ds.dims else ds
     if "modality" in out.dims:
         out = out.sel(modality=batch.cases[i].modalities)
-    for dim in ("level", "urine", "effluent", "session", "latent_time"):
+    for dim in ("level", "urine", "effluent", "effluent_sample", "session", "latent_time"):
         if dim in out.dims:
             mine = np.flatnonzero(batch.case_of(dim) == i)
             labels = [str(x).split(":", 1)[-1] for x in out[dim].values[mine]]

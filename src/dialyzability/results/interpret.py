@@ -204,7 +204,12 @@ def _timing_sentence(case, timing, bound, upper, lo, hi, share) -> str:
     return f"the data fit only if {event_words(timing.event, case)} was {at} {tail}"
 
 
-_KIND_LABEL = {"level": "level", "urine": "urine amount", "effluent": "effluent amount"}
+_KIND_LABEL = {
+    "level": "level",
+    "urine": "urine amount",
+    "effluent": "effluent amount",
+    "effluent_sample": "effluent concentration",
+}
 
 
 def prediction_flags(view) -> list[dict]:
@@ -269,6 +274,37 @@ def windows(view, hdi_prob: float) -> list[dict]:
                     "label": name,
                     "collected_mg": collected,
                     "modelled_mg": {k: row[k] for k in ("median", "hdi", "mcse")},
+                }
+            )
+    return out
+
+
+def effluent_samples(view, hdi_prob: float) -> list[dict]:
+    """Per effluent sample of the case: its time, the measured concentration (mg/L) and the
+    posterior-predictive one (with measurement error; median and interval), and the
+    saturation or sieving coefficient CL_ECTR / Q_E the fit gives its session."""
+    from dialyzability.design import effluent_sample_name
+    from dialyzability.results.quantities import describe
+
+    pp, draws = view.predictive, view.draws
+    if pp is None or "effluent_concentration" not in pp:
+        return []
+    out = []
+    for i, s in enumerate(view.case.sessions, 1):
+        for k, e in enumerate(s.effluent_samples, 1):
+            name = effluent_sample_name(i, k)
+            row = describe(pp["effluent_concentration"].sel(effluent_sample=name), hdi_prob, "log")
+            cl = draws["cl_ectr"].sel(modality=s.modality)
+            sieving = describe(cl / s.effluent_flow, hdi_prob, "log")
+            out.append(
+                {
+                    "name": name,
+                    "label": f"{s.modality} session {i}, sample {k}",
+                    "time_h": e.time_h.mid,
+                    "measured_mg_per_L": e.concentration,
+                    "predicted_mg_per_L": {k_: row[k_] for k_ in ("median", "hdi", "mcse")},
+                    "effluent_flow_L_per_h": s.effluent_flow,
+                    "sieving": {k_: sieving[k_] for k_ in ("median", "hdi", "mcse")},
                 }
             )
     return out

@@ -5,6 +5,13 @@ Clearance over a window is the amount recovered divided by the plasma AUC over t
     CL_R    = Ae(urine window)      / AUC(urine window)
     CL_ECTR = recovered(session)    / AUC(session)
 
+and, for an effluent sample with its session's effluent flow Q_E and a plasma (or serum) level
+measured at the same time (within :data:`SAME_TIME_H`),
+
+    CL_ECTR = Q_E · C_E / C_p
+
+(the effluent clearance of a sample, mass balance over the filter; Atkinson AJ, Transl Clin
+Pharmacol 2016;24:153-156; C_E / C_p is the saturation or sieving coefficient),
 with the AUC by the linear-up/log-down trapezoidal rule between measured levels (Gabrielsson J,
 Weiner D. Pharmacokinetic and Pharmacodynamic Data Analysis, 5th ed., 2016, ch. 2; the rule PKNCA
 calls "lin up/log down"). An estimate is computed only when measured levels bracket its window and
@@ -42,6 +49,8 @@ from dialyzability.io.case import Case, Dose, Time
 
 #: the matrices of levels, in the order a window's curve is looked for
 MATRICES = ("plasma", "serum", "blood")
+#: a level is "at the same time" as an effluent sample within this many hours (1 minute)
+SAME_TIME_H = 1 / 60
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class Estimate:
     window: tuple[float, float] | None = None
     #: the matrix whose levels gave the AUC ("plasma", "serum", "blood"), if any
     matrix: str | None = None
+    #: how it was computed, when not amount / AUC (e.g. an effluent sample's Q_E · C_E / C_p)
+    method: str = ""
 
     @property
     def computable(self) -> bool:
@@ -238,6 +249,9 @@ def classical_estimates(case: Case) -> list[Estimate]:
                 matrix,
             )
         )
+    for i, s in enumerate(case.sessions, start=1):
+        for k, e in enumerate(s.effluent_samples, start=1):
+            out.append(_sample_estimate(case, i, s, k, e))
     for i, u in enumerate(case.urine, start=1):
         for j, s in enumerate(case.sessions, start=1):
             window = _window(s.start_h, s.end)
@@ -254,6 +268,43 @@ def classical_estimates(case: Case) -> list[Estimate]:
                 )
             )
     return out
+
+
+def _sample_estimate(case: Case, i: int, session, k: int, sample) -> Estimate:
+    """Q_E · C_E / C_p of effluent sample ``k`` of session ``i``, or why it is not computable."""
+    name = f"cl_ectr_session{i}_sample{k}"
+    label = f"{session.modality} clearance, session #{i} effluent sample #{k}"
+    method = "effluent flow x effluent / plasma level at the sample's time"
+
+    def refused(reason: str) -> Estimate:
+        return Estimate(name, label, "L/h", None, f"not computable: {reason}", method=method)
+
+    t = sample.time_h
+    if t.is_range:
+        return refused("the sample's time is a range")
+    at = [
+        c
+        for c in case.concentrations
+        if not c.time_h.is_range
+        and not c.below_lloq
+        and math.isclose(c.time_h.lo, t.lo, abs_tol=SAME_TIME_H)
+    ]
+    for matrix in ("plasma", "serum"):
+        level = next((c for c in at if c.matrix == matrix), None)
+        if level is not None:
+            value = session.effluent_flow * sample.concentration / level.value
+            return Estimate(
+                name,
+                _label(label, matrix, True),
+                "L/h",
+                value,
+                window=(t.lo, t.lo),
+                matrix=matrix,
+                method=method,
+            )
+    if at:
+        return refused(f"only a whole-blood level at {t.lo:g} h (a model-free estimate has no B:P)")
+    return refused(f"no quantified plasma or serum level measured at {t.lo:g} h")
 
 
 def _window(start: Time, end: Time) -> tuple[float, float] | None:

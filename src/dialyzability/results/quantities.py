@@ -119,6 +119,14 @@ REGISTRY: tuple[Quantity, ...] = (
     ),
     Quantity("volume", "Volume of distribution", "L", lambda p, m: p["volume"], "V"),
     Quantity(
+        "blood_plasma_ratio",
+        "Whole-blood / plasma concentration ratio",
+        "1",
+        lambda p, m: p["blood_plasma_ratio"],
+        "B:P; a whole-blood level = B:P × plasma level",
+        needs="blood_plasma_ratio",
+    ),
+    Quantity(
         "thalf_off",
         "Half-life off ECTR",
         "h",
