@@ -126,6 +126,12 @@ def test_mcse_and_digits():
     assert rounded(123.456, 0.0001) == "123.5"  # at most 4 significant digits
     assert rounded(0.5, 10) == "0.50"  # at least 2
     assert rounded(2.1e-6, None) == "2.10e-06"
+    # P(ratio > 1) with its MCSE; at 0 or 1 there is no Monte Carlo error to show
+    from dialyzability.results.quantities import format_p
+
+    assert format_p({"p_above_1": 0.4327, "p_above_1_mcse": 0.0115}) == "0.43 ± 0.01"
+    assert format_p({"p_above_1": 1.0, "p_above_1_mcse": 0.0}) == "1.00, every draw"
+    assert format_p({"p_above_1": 0.0, "p_above_1_mcse": 0.0}) == "0.00, no draw"
 
 
 def test_founding_case_summary_has_the_flag_and_the_verdict(lee_fit_dir):

@@ -246,7 +246,11 @@ def _write_outputs(result, out: Path, hdi: float, formats: Sequence[str] = ("png
         converged = {"converged": summary.diagnostics.converged}
         text = json.dumps({**converged, **planned.to_json()}, indent=2) + "\n"
         write_text_whole(out / "plan.json", text)
-    figures_done()
+    try:
+        figures_done()
+    except RuntimeError as exc:  # the figure process failed: its own message is above
+        print(f"error: {exc}; summary.json, summary.csv and draws.csv are written", file=sys.stderr)
+        return 1
     shown = "png" if "png" in formats else formats[0]
     reports = write_report(result, summary, out, figure_names(FIGURES, [shown]))
     print(summary.table())

@@ -366,4 +366,6 @@ def format_p(row: dict) -> str:
     p, se = row["p_above_1"], row.get("p_above_1_mcse")
     if se:
         return f"{rounded(p, se)} ± {rounded(se, None, 1)}"
+    if p in (0.0, 1.0):  # no Monte Carlo error to show: say what it rests on
+        return f"{p:.2f}, {'every' if p == 1 else 'no'} draw"
     return f"{p:.2f}"
