@@ -364,7 +364,16 @@ class CaseView:
         hdi_prob
             Probability of the highest-density intervals (the policy :data:`HDI_PROB` unless
             asked otherwise).
+
+        Made once per probability (like :attr:`posterior`, which it reads): the console table,
+        the reports and the figures that show its numbers all read the same one.
         """
+        key = ("summary", hdi_prob)
+        if key not in self.__dict__:
+            self.__dict__[key] = self._summary(hdi_prob)
+        return self.__dict__[key]
+
+    def _summary(self, hdi_prob: float) -> Summary:
         from dialyzability.results.extrip import grade_probabilities
         from dialyzability.results.interpret import prediction_flags, timing_flags, windows
         from dialyzability.results.nca import classical_estimates
