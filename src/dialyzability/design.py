@@ -138,15 +138,21 @@ class Timing:
     base: str | None
 
 
+def event_parts(label: str) -> tuple[str, int, str]:
+    """An event label read back: ``session2_start`` → ("session", 2, "start"), ``level3`` →
+    ("level", 3, ""), ``admission`` → ("admission", 0, "")."""
+    stem, _, edge = label.partition("_")
+    noun = stem.rstrip("0123456789")
+    return noun, int(stem[len(noun) :] or 0), edge
+
+
 def event_words(label: str, case: Case) -> str:
     """An event label as a clinician reads it: ``session2_start`` → "the start of HD session
     2", ``urine1_end`` → "the end of urine collection 1", ``level3`` → "level 3", ``dose1`` →
     "dose 1", ``admission`` → "admission"."""
-    stem, _, edge = label.partition("_")
-    noun = stem.rstrip("0123456789")
-    number = stem[len(noun) :]
+    noun, number, edge = event_parts(label)
     if noun == "session" and number:
-        what = f"{case.sessions[int(number) - 1].modality} session {number}"
+        what = f"{case.sessions[number - 1].modality} session {number}"
     elif noun == "urine" and number:
         what = f"urine collection {number}"
     elif noun in ("level", "dose") and number:

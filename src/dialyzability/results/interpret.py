@@ -158,7 +158,7 @@ def timing_flags(view) -> list[dict]:
 def _timing_sentence(case, timing, bound, upper, lo, hi, share) -> str:
     """Why a timing piles against a bound, in the words of the case (``timing``: a
     :class:`~dialyzability.design.Timing`)."""
-    from dialyzability.design import event_words
+    from dialyzability.design import event_parts, event_words
 
     end = "upper" if upper else "lower"
     tail = (
@@ -170,9 +170,7 @@ def _timing_sentence(case, timing, bound, upper, lo, hi, share) -> str:
             f"the data fit only if {event_words(timing.event, case)} was about {bound:g} h after "
             f"{event_words(timing.base, case)} {tail}"
         )
-    stem, _, part = timing.event.partition("_")
-    noun = stem.rstrip("0123456789")
-    number = int(stem[len(noun) :] or 0)
+    noun, number, part = event_parts(timing.event)
     if timing.kind == "duration":
         part, at = "duration", f"about {bound:g} h"
     else:
