@@ -1,10 +1,10 @@
 """Synthetic cases from known parameters, written as case files.
 
 Used by the parameter-recovery and calibration studies, the benchmarks and the tests. A synthetic
-case is simulated with the same closed-form kinetics as the model
-(:mod:`dialyzability.pk.closed_form`,
-numpy backend), with log-normal observation noise, and returned as a case dict in the case-file
-format (strings with units), together with the true parameters.
+case is simulated with the same kinetics as the model, under any structural model
+(:class:`~dialyzability.pk.structure.Structure`, numpy backend), with log-normal observation
+noise, and returned as a case dict in the case-file format (strings with units), together with
+the true parameters.
 
 Designs (``DESIGNS``):
 
@@ -31,7 +31,7 @@ import numpy as np
 from dialyzability.design import BatchDesign, case_events
 from dialyzability.io.case import Case, parse_case
 from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
-from dialyzability.pk.closed_form import solve_batch
+from dialyzability.pk.structure import Structure
 
 DESIGNS = (
     "rich",
@@ -64,6 +64,9 @@ class Truth:
     times: dict[str, float] = field(default_factory=dict)
     #: whole-blood to plasma concentration ratio (levels in whole blood)
     blood_plasma_ratio: float = 1.0
+    #: the structural model and the parameters it adds (:class:`Structure`)
+    structure: Structure = Structure()
+    added: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -71,8 +74,16 @@ class Truth:
         return next(iter(self.cl_ectr.values())) / self.cl_renal
 
 
-def draw_truth(drug: DrugModel, kidney: str, rng: np.random.Generator, weight=None) -> Truth:
-    """Parameters drawn from the model's own priors (so that coverage studies are calibrated)."""
+def draw_truth(
+    drug: DrugModel,
+    kidney: str,
+    rng: np.random.Generator,
+    weight=None,
+    structure: Structure | None = None,
+) -> Truth:
+    """Parameters drawn from the model's own priors (so that coverage studies are calibrated),
+    under ``structure`` (one compartment with first-order absorption by default); the added
+    parameters are drawn after the others, so that the others do not depend on it."""
     p = drug.priors
     w = (
         weight
@@ -81,7 +92,7 @@ def draw_truth(drug: DrugModel, kidney: str, rng: np.random.Generator, weight=No
     )
     mean, chol = clearance_prior(drug, kidney)
     log_cl = mean + 0.75 * math.log(w / 70.0) + chol @ rng.normal(size=2)
-    return Truth(
+    truth = Truth(
         weight=w,
         volume=p.volume.median * math.exp(p.volume.sigma * rng.normal()) * w,
         cl_renal=float(math.exp(log_cl[0])),
@@ -90,6 +101,19 @@ def draw_truth(drug: DrugModel, kidney: str, rng: np.random.Generator, weight=No
         ka=p.ka.median * math.exp(p.ka.sigma * rng.normal()),
         bioavailability=float(rng.beta(p.bioavailability.alpha, p.bioavailability.beta)),
     )
+    truth.structure = structure or Structure()
+    for name in truth.structure.parameters:
+        prior = getattr(p, name)
+        if prior.dist == "beta":
+            value = float(rng.beta(prior.alpha, prior.beta))
+        else:
+            value = prior.median * math.exp(prior.sigma * rng.normal())
+        if name == "cl_intercompartmental":
+            value *= (w / 70.0) ** 0.75
+        elif name == "ka_slow":  # the model's order of the routes (model.build._structural)
+            value = 1.0 / (1.0 / truth.ka + 1.0 / value)
+        truth.added[name] = value
+    return truth
 
 
 def _skeleton(kind: str, rng: np.random.Generator) -> dict:
@@ -150,7 +174,12 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
 
 
 def simulate_case(
-    kind: str, seed: int, noise: float = 0.1, drug: str = "baclofen", truth: Truth | None = None
+    kind: str,
+    seed: int,
+    noise: float = 0.1,
+    drug: str = "baclofen",
+    truth: Truth | None = None,
+    structure: Structure | None = None,
 ) -> tuple[dict, Truth]:
     """Simulate a case of design ``kind``; returns (case dict in file format, truth).
 
@@ -166,6 +195,8 @@ def simulate_case(
         Drug model whose priors the true parameters are drawn from.
     truth
         Use these parameters instead of drawing them.
+    structure
+        The structural model of drawn parameters (ignored with ``truth``, which has its own).
     """
     rng = np.random.default_rng(seed)
     raw = _skeleton(kind, rng)
@@ -174,7 +205,7 @@ def simulate_case(
     raw["drug"] = model.name
     kidney = raw["patient"]["kidney_function"]
     if truth is None:
-        truth = draw_truth(model, kidney, rng, 70.0)
+        truth = draw_truth(model, kidney, rng, 70.0, structure)
     # timings given as ranges take a true value inside the range
     for u in raw.get("urine", []):
         if isinstance(u["start_h"], list):
@@ -219,14 +250,20 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
     cl_ectr = (
         np.array([truth.cl_ectr[m] for m in case.modalities]) if case.modalities else np.zeros(1)
     )
-    out = solve_batch(
-        np.array([times], dtype=float),
-        BatchDesign.stack([design]),
-        *(np.array([x], dtype=float) for x in (truth.volume, truth.cl_renal + truth.cl_nonrenal)),
-        cl_ectr[None, :],
-        *(np.array([x], dtype=float) for x in (truth.ka, truth.bioavailability, truth.a0)),
+    scalars = dict(
+        volume=truth.volume,
+        cl=truth.cl_renal + truth.cl_nonrenal,
+        ka=truth.ka,
+        bioavailability=truth.bioavailability,
+        a0=truth.a0,
+        **truth.added,
     )
-    return out["conc"][0, : len(design.samples)], out["auc"][0], index
+    params = {k: np.array([v], dtype=float) for k, v in scalars.items()}
+    params["cl_ectr"] = cl_ectr[None, :]
+    out = truth.structure.solve(
+        np.array([times], dtype=float), BatchDesign.stack([design]), params
+    )
+    return out.conc[0, : len(design.samples)], out.auc[0], index
 
 
 RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored")

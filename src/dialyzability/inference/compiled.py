@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from dialyzability.design import Batch
+from dialyzability.pk.structure import Structure
 from dialyzability.io.files import write_whole
 
 #: bump when the layout of a cache entry changes
@@ -109,12 +110,15 @@ def _software() -> dict:
     return {"format": FORMAT, "code": code.hexdigest(), "versions": versions}
 
 
-def cache_key(batch: Batch, population: str, coordinates: str = "log_k") -> str:
-    """Key of a batch's compiled model: its structure, population layer and sampler
-    coordinates, the drug model, the code and software that compile it, and the host CPU (hex
-    SHA-256)."""
+def cache_key(
+    batch: Batch, population: str, coordinates: str = "log_k", structure: Structure | None = None
+) -> str:
+    """Key of a batch's compiled model: its layout, structural model, population layer and
+    sampler coordinates, the drug model, the code and software that compile it, and the host
+    CPU (hex SHA-256)."""
     what = {
         "structure": batch.structure(),
+        "model": (structure or Structure.of(batch.drug)).record(),
         "population": population,
         "coordinates": coordinates,
         "drug": json.loads(batch.drug.model_dump_json()),
@@ -145,13 +149,15 @@ def _restore_function(entry: dict) -> _Function:
     return _Function(library, library.get_pointer_to_function(entry["name"]))
 
 
-def _compile(batch: Batch, population: str, coordinates: str) -> dict:
+def _compile(batch: Batch, population: str, coordinates: str, structure: Structure) -> dict:
     """Build the batch's PyMC model, compile it with nutpie and return the cache entry."""
     import nutpie
 
     from dialyzability.model.build import build_model
 
-    built = build_model(batch, population=population, coordinates=coordinates)
+    built = build_model(
+        batch, population=population, coordinates=coordinates, structure=structure
+    )
     compiled = nutpie.compile_pymc_model(built.model, jitter_rvs=set())
     fields = {
         "shared_data": compiled.shared_data,
@@ -289,7 +295,10 @@ def _restore(entry: dict):
 
 
 def compiled_model(
-    batch: Batch, population: str = "fixed", coordinates: str = "log_k"
+    batch: Batch,
+    population: str = "fixed",
+    coordinates: str = "log_k",
+    structure: Structure | None = None,
 ) -> tuple[object, bool]:
     """The batch's compiled nutpie model with the cases' numbers as its data.
 
@@ -307,7 +316,8 @@ def compiled_model(
         When the cache folder or an entry is not to be trusted, or the folder cannot be
         created or written (the fit goes on; see the module docstring).
     """
-    key = cache_key(batch, population, coordinates)
+    structure = structure or Structure.of(batch.drug)
+    key = cache_key(batch, population, coordinates, structure)
     hit = True
     model = _MEMORY.get(key)
     if model is None:
@@ -317,7 +327,7 @@ def compiled_model(
         entry = _read(path) if usable else None
         if entry is None:
             hit = False
-            entry = _compile(batch, population, coordinates)
+            entry = _compile(batch, population, coordinates, structure)
             if usable and entry["relocatable"]:
                 _store(path, entry)
         model = _MEMORY[key] = _restore(entry)

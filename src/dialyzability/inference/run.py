@@ -15,6 +15,7 @@ from dialyzability.design import OBSERVATIONS, RAW, Batch, make_batch
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
 from dialyzability.model.observations import draws
+from dialyzability.pk.structure import Structure
 
 #: prior draws kept in the ``prior`` group
 PRIOR_DRAWS = 1000
@@ -35,6 +36,9 @@ def run(
 
     drug = drug or load_drug(check_poolable(list(cases)))
     batch = make_batch(list(cases), drug)
+    structure = Structure.from_record(config["structure"]) if "structure" in config else None
+    structure = structure or Structure.of(drug)
+    config["structure"] = structure.record()
     built = None
     if config["sampler"] == "nutpie":
         idata = sample_compiled(batch, population, config, progressbar)
@@ -46,27 +50,47 @@ def run(
             population=population,
             kinetics=kinetics_for(config["sampler"]),
             coordinates=config.get("coordinates", "log_k"),
+            structure=structure,
         )
         idata = sample(built.model, config, progressbar)
-    prior = cached_prior_draws(batch, population, config.get("coordinates", "log_k"), built)
+    prior = cached_prior_draws(
+        batch, population, config.get("coordinates", "log_k"), built, structure
+    )
     return complete(idata, batch, prior, config["seed"]), batch
 
 
-def prior_draws(batch: Batch, population: str, seed: int, built=None, coordinates: str = "log_k"):
+def prior_draws(
+    batch: Batch,
+    population: str,
+    seed: int,
+    built=None,
+    coordinates: str = "log_k",
+    structure: Structure | None = None,
+):
     """Forward draws from the model's prior (``pm.sample_prior_predictive``) of every free
     variable and deterministic: the ``prior`` group (one chain)."""
     import pymc as pm
 
     from dialyzability.model.build import build_model
 
-    model = (built or build_model(batch, population=population, coordinates=coordinates)).model
+    if built is None:
+        built = build_model(
+            batch, population=population, coordinates=coordinates, structure=structure
+        )
+    model = built.model
     names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
     return pm.sample_prior_predictive(
         draws=PRIOR_DRAWS, model=model, var_names=names, random_seed=seed + 1
     ).prior
 
 
-def cached_prior_draws(batch: Batch, population: str, coordinates: str = "log_k", built=None):
+def cached_prior_draws(
+    batch: Batch,
+    population: str,
+    coordinates: str = "log_k",
+    built=None,
+    structure: Structure | None = None,
+):
     """:func:`prior_draws`, seeded by the model and the cases' numbers and kept in the compile
     cache (``<key>.prior.nc``, written whole): the prior of a batch depends on nothing else, so
     a refit of the same cases reads it instead of building the PyMC model again."""
@@ -77,7 +101,7 @@ def cached_prior_draws(batch: Batch, population: str, coordinates: str = "log_k"
     from dialyzability.inference.compiled import cache_dir, cache_key
     from dialyzability.io.files import write_whole
 
-    digest = hashlib.sha256(cache_key(batch, population, coordinates).encode())
+    digest = hashlib.sha256(cache_key(batch, population, coordinates, structure).encode())
     for name, value in sorted(batch.data.items()):
         digest.update(name.encode() + np.ascontiguousarray(value).tobytes())
     digest.update(str(PRIOR_DRAWS).encode())
@@ -88,7 +112,7 @@ def cached_prior_draws(batch: Batch, population: str, coordinates: str = "log_k"
             return ds.load()
     except (OSError, ValueError, KeyError):
         pass
-    prior = prior_draws(batch, population, int(key[:8], 16), built, coordinates)
+    prior = prior_draws(batch, population, int(key[:8], 16), built, coordinates, structure)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_whole(path, prior.to_netcdf)

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 
 from dialyzability.design import Batch
+from dialyzability.pk.structure import Structure
 
 Sampler = Literal["auto", "nutpie", "numpyro", "pymc"]
 SAMPLERS: tuple[str, ...] = Sampler.__args__
@@ -94,7 +95,12 @@ def sample_compiled(batch: Batch, population: str, config: dict, progressbar: bo
 
     from dialyzability.inference.compiled import compiled_model
 
-    model, _ = compiled_model(batch, population, config.get("coordinates", "log_k"))
+    model, _ = compiled_model(
+        batch,
+        population,
+        config.get("coordinates", "log_k"),
+        Structure.from_record(config.get("structure")),
+    )
     return nutpie.sample(
         model,
         draws=config["draws"],

@@ -27,7 +27,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dialyzability.io.resources import MODELS_ENV, models_dir, user_models_dir
 from dialyzability.io.units import UnitError, parse_quantity
 
-PriorName = Literal["volume", "cl_total", "fe", "bioavailability", "ka", "blood_plasma_ratio"]
+PriorName = Literal[
+    "volume",
+    "cl_total",
+    "fe",
+    "bioavailability",
+    "ka",
+    "blood_plasma_ratio",
+    "fraction_peripheral",
+    "cl_intercompartmental",
+    "lag",
+    "ka_slow",
+    "fraction_slow",
+]
+#: the dispositions and absorptions a drug file's ``[structure]`` may name (the structural
+#: model itself is :class:`dialyzability.pk.structure.Structure`)
+Disposition = Literal["one-compartment", "two-compartment"]
+Absorption = Literal["first-order", "lag", "dual"]
 #: widening (log scale) of a cited blood-to-plasma range at each end, for its prior
 #: (:func:`blood_plasma_prior`)
 BLOOD_PLASMA_MARGIN = 0.2
@@ -147,6 +163,23 @@ class Priors(_Strict):
     ka: LogNormal
     #: whole-blood to plasma concentration ratio B:P, used only for levels in whole blood
     blood_plasma_ratio: LogNormal
+    #: two compartments: V2 / Vss, the peripheral share of the steady-state volume ``volume``
+    fraction_peripheral: Beta
+    #: two compartments: intercompartmental clearance Q of a 70-kg adult (L/h)
+    cl_intercompartmental: LogNormal
+    #: absorption with a lag: the lag time of an oral dose (h)
+    lag: LogNormal
+    #: dual absorption: the slow route's rate (1/h) and the fraction of a dose it carries
+    ka_slow: LogNormal
+    fraction_slow: Beta
+
+
+class StructureChoice(_Strict):
+    """A drug's default structural model (``[structure]`` of its file), with its reason."""
+
+    disposition: Disposition = "one-compartment"
+    absorption: Absorption = "first-order"
+    source: str = "default: one compartment with first-order absorption"
 
 
 class DrugModel(_Strict):
@@ -168,6 +201,8 @@ class DrugModel(_Strict):
         The EXTRIP workgroup's published grading, when the drug has been graded.
     overdose_kinetics
         How overdose changes the kinetics (saturable absorption or binding), with sources.
+    structure
+        The default structural model of a fit (disposition and absorption) and why.
     not_found
         Facts searched for and not found: field name to what was searched.
     priors
@@ -205,6 +240,7 @@ class DrugModel(_Strict):
     overdose_kinetics: str | None = None
     not_found: dict[str, str] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
+    structure: StructureChoice = StructureChoice()
     priors: Priors
     ectr: dict[str, LogNormal]
     kidney_function: dict[str, LogNormal]
@@ -301,6 +337,7 @@ class _DrugFile(_Strict):
     extrip: Extrip | None = None
     overdose_kinetics: str | None = None
     not_found: dict[str, str] = Field(default_factory=dict)
+    structure: StructureChoice | None = None
     priors: dict[PriorName, Prior] = Field(default_factory=dict)
     ectr: dict[str, LogNormal] = Field(default_factory=dict)
     kidney_function: dict[Literal["normal", "impaired", "anuric"], LogNormal] = Field(
@@ -564,6 +601,7 @@ def _load(
             overdose_kinetics=drug.overdose_kinetics,
             not_found=drug.not_found,
             sources=sources,
+            structure=drug.structure or default.structure or StructureChoice(),
             priors=Priors(**priors),
             ectr=merged["ectr"],
             kidney_function=merged["kidney_function"],

@@ -87,6 +87,7 @@ from dialyzability.design import (
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
 from dialyzability.model.observations import density
+from dialyzability.pk.structure import Structure
 
 Population = Literal["fixed", "hierarchical"]
 #: half-normal scales of the between-case SDs (log scale): a factor of e^0.5 = 1.65 is typical
@@ -221,12 +222,55 @@ def _population(batch: Batch, population: str, log_w70, data: dict):
     )
 
 
+def _structural(structure: Structure, drug: DrugModel, ka, log_w70, volume) -> dict:
+    """The parameters a structure adds (:mod:`dialyzability.pk.structure`), each case's own
+    under the drug model's priors, non-centred:
+
+    * ``fraction_peripheral`` φ ~ Beta (V2 / Vss), with ``volume_central`` V1 = Vss (1 − φ) and
+      ``volume_peripheral`` V2 = Vss φ;
+    * ``cl_intercompartmental`` Q: log Q = log Q₇₀ + 0.75 log(weight/70) + σ z (allometry as
+      for the clearances);
+    * ``lag`` ~ log-normal (h);
+    * ``ka_slow``: 1/ka_slow = 1/ka + 1/κ, κ under the prior ``ka_slow``, so that the slow route
+      stays slower than the fast one and the two cannot swap labels (its mean absorption time
+      is the fast route's plus 1/κ); ``fraction_slow`` ~ Beta.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    p = drug.priors
+    out = {}
+
+    def lognormal(name, prior, shift=0.0):
+        z = pm.Normal(f"{name}{RAW}", 0.0, 1.0, dims="case")
+        return pt.exp(prior.mu + shift + prior.sigma * z)
+
+    for name in structure.parameters:
+        prior = getattr(p, name)
+        if name in ("fraction_peripheral", "fraction_slow"):
+            value = pm.Beta(name, prior.alpha, prior.beta, dims="case")
+        elif name == "cl_intercompartmental":
+            value = pm.Deterministic(name, lognormal(name, prior, 0.75 * log_w70), dims="case")
+        elif name == "ka_slow":
+            extra = lognormal(name, prior)
+            value = pm.Deterministic(name, 1.0 / (1.0 / ka + 1.0 / extra), dims="case")
+        else:
+            value = pm.Deterministic(name, lognormal(name, prior), dims="case")
+        out[name] = value
+    if structure.compartments == 2:
+        v1, v2 = structure.volumes({"volume": volume, **out})
+        pm.Deterministic("volume_central", v1, dims="case")
+        pm.Deterministic("volume_peripheral", v2, dims="case")
+    return out
+
+
 def build_model(
     cases: list[Case] | Batch,
     drug: DrugModel | None = None,
     population: Population = "fixed",
     kinetics: str = "kernel",
     coordinates: str = "log_k",
+    structure: Structure | None = None,
 ) -> Model:
     """Build the PyMC model of a batch of cases (see the module docstring).
 
@@ -253,6 +297,10 @@ def build_model(
         log k), or ``"log_cl"`` (plainly non-centred), the baseline of
         ``benchmarks/geometry.py``; a pooled model's per-case parameters are non-centred
         either way.
+    structure
+        The structural model (:class:`~dialyzability.pk.structure.Structure`); by default the
+        drug model's. The parameters it adds are each case's own, under the drug model's
+        priors, in a pooled model too (:func:`_structural`).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -264,6 +312,7 @@ def build_model(
         name = check_poolable(cases)
         batch = make_batch(cases, drug or load_drug(name))
     drug = batch.drug
+    structure = structure or Structure.of(drug)
     c_n = batch.n_cases
     with pm.Model(coords=batch.coords()) as model:
         data = {
@@ -349,18 +398,19 @@ def build_model(
             flat = pt.inc_subtensor(times.ravel()[rows], timing[cols])
             times = flat.reshape(times.shape)
 
-        cl = cl_renal + cl_nonrenal
-        if kinetics == "graph":
-            from dialyzability.pk.closed_form import solve_batch
-
-            out = solve_batch(times, batch.kinetics, volume, cl, cl_ectr, ka, f, a0, xp=pt)
-        elif kinetics == "kernel":
-            from dialyzability.pk.kernel import solve_op
-
-            dose = data.get("dose_amount", pt.zeros((c_n, 1)))
-            out = solve_op(times, batch.kinetics, volume, cl, cl_ectr, ka, f, a0, dose)
-        else:
+        params = dict(
+            volume=volume,
+            cl=cl_renal + cl_nonrenal,
+            cl_ectr=cl_ectr,
+            ka=ka,
+            bioavailability=f,
+            a0=a0,
+            dose_amount=data.get("dose_amount", pt.zeros((c_n, 1))),
+        )
+        params |= _structural(structure, drug, ka, log_w70, volume)
+        if kinetics not in ("graph", "kernel"):
             raise ValueError(f"unknown kinetics {kinetics!r}")
+        out = structure.solve(times, batch.kinetics, params, backend=kinetics)
         conc, auc = out["conc"], out["auc"]
 
         course = np.array([w["course"] for w in batch.windows])

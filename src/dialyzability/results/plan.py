@@ -296,7 +296,6 @@ def _flat(post, name) -> np.ndarray:
 def predictions(view, chosen: list[Candidate]) -> dict[str, np.ndarray]:
     """Per candidate (by label) its prediction at every posterior draw: the level (mg/L), the
     amount (mg) or the latent time (h), in the flattened (chain, draw) order."""
-    from dialyzability.pk.closed_form import concentration_at
     from dialyzability.results.predictive import solutions
 
     post = view.draws
@@ -311,13 +310,12 @@ def predictions(view, chosen: list[Candidate]) -> dict[str, np.ndarray]:
             for c in chosen:
                 if c.kind == "level":
                     t = d.times[rows, c.event][:, None]
-                    conc = concentration_at(sol, d.volume[rows], d.cl[rows], d.ka[rows], t)
-                    out[c.label][at] = conc[:, 0]
+                    out[c.label][at] = sol.at(t)[:, 0]
                 elif c.kind == "effluent":
                     m = modalities.index(view.case.sessions[c.session].modality)
-                    out[c.label][at] = cl_ectr[at, m] * sol["auc"][:, c.window]
+                    out[c.label][at] = cl_ectr[at, m] * sol.auc[:, c.window]
                 elif c.kind == "urine":
-                    out[c.label][at] = cl_renal[at] * sol["auc"][:, c.window]
+                    out[c.label][at] = cl_renal[at] * sol.auc[:, c.window]
     for c in chosen:
         if c.kind == "time":
             out[c.label] = view.timing(c.timing).values.reshape(-1)

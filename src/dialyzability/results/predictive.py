@@ -1,8 +1,9 @@
 """Kinetics evaluated per posterior draw: concentration curves and time below a threshold.
 
 A fit's posterior holds, per draw, the pharmacokinetic parameters and the latent timings; the
-closed-form kinetics (numpy backend) turn each draw into a concentration curve. Used for the
-fitted-levels figure and for the "hours of toxicity saved" by the ECTR that was given.
+fit's structural model (:class:`~dialyzability.pk.structure.Structure`, numpy backend) turns each
+draw into a concentration curve. Used for the fitted-levels figure, the rebound after each
+session and the "hours of toxicity saved" by the ECTR that was given.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dialyzability.design import BatchDesign, case_events
-from dialyzability.pk.closed_form import concentration_at, solve_batch
+from dialyzability.pk.structure import Structure
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,36 @@ class Draws:
     a0: np.ndarray
     times: np.ndarray  # (draws, events), h
     index: np.ndarray  # positions of these draws in the flattened (chain, draw) order
+    structure: Structure = Structure()
+    added: dict | None = None  # the structure's added parameters, (draws,) each
 
     def __len__(self) -> int:
         return len(self.volume)
+
+    def params(self, rows, ectr: bool = True) -> dict:
+        """The kinetics' parameters of draws ``rows`` (:meth:`Structure.solve`); without any
+        extracorporeal clearance when ``ectr`` is False."""
+        cl_ectr = self.cl_ectr[rows] if ectr else np.zeros_like(self.cl_ectr[rows])
+        out = dict(
+            volume=self.volume[rows],
+            cl=self.cl[rows],
+            cl_ectr=cl_ectr,
+            ka=self.ka[rows],
+            bioavailability=self.bioavailability[rows],
+            a0=self.a0[rows],
+        )
+        return out | {k: v[rows] for k, v in (self.added or {}).items()}
+
+    def terminal_rate(self, rows) -> np.ndarray:
+        """The terminal elimination rate (1/h) off ECTR of draws ``rows``."""
+        from dialyzability.pk.structure import macro_rates
+
+        p = self.params(rows)
+        if self.structure.compartments == 1:
+            return p["cl"] / p["volume"]
+        v1, v2 = self.structure.volumes(p)
+        q = p["cl_intercompartmental"]
+        return macro_rates(p["cl"] / v1, q / v1, q / v2)[1]
 
 
 def flat_draws(fit, max_draws: int | None = None) -> Draws:
@@ -52,7 +80,10 @@ def flat_draws(fit, max_draws: int | None = None) -> Draws:
     labels = list(post["latent_time"].values) if timing is not None else []
     latent = {name: timing[:, labels.index(name)] for name in events.latent()}
     times = np.stack(np.broadcast_arrays(*events.resolve(latent), np.zeros(len(index))), axis=1)
+    structure = Structure.from_record(fit.config.get("structure"))
     return Draws(
+        structure=structure,
+        added={name: flat(name) for name in structure.parameters},
         volume=flat("volume"),
         cl=flat("cl_renal") + flat("cl_nonrenal"),
         cl_ectr=flat("cl_ectr") if "cl_ectr" in post else np.zeros((len(index), 1)),
@@ -70,16 +101,15 @@ _CHUNK = 500
 
 def solutions(fit, ectr: bool = True, max_draws: int | None = None):
     """Yield (draws, rows, solution) by chunks of (thinned) draws: the numpy
-    :func:`~dialyzability.pk.closed_form.solve_batch` of those draws (``rows`` index
-    ``draws``), with their extracorporeal clearances, or with none when ``ectr`` is False."""
+    :class:`~dialyzability.pk.structure.Solution` of those draws under the fit's structural
+    model (``rows`` index ``draws``), with their extracorporeal clearances, or with none when
+    ``ectr`` is False."""
     _, design, _ = case_events(fit.case)
     d = flat_draws(fit, max_draws)
     for start in range(0, len(d), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(d)))
         batch = BatchDesign.stack([design] * len(rows))
-        cl_ectr = d.cl_ectr[rows] if ectr else np.zeros_like(d.cl_ectr[rows])
-        args = (d.volume[rows], d.cl[rows], cl_ectr, d.ka[rows], d.bioavailability[rows])
-        yield d, rows, solve_batch(d.times[rows], batch, *args, d.a0[rows])
+        yield d, rows, d.structure.solve(d.times[rows], batch, d.params(rows, ectr))
 
 
 def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.ndarray:
@@ -88,28 +118,24 @@ def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.nd
     With ``ectr=False`` the same draws without any extracorporeal clearance.
     """
     query = np.asarray(query, dtype=float)
-    parts = [
-        concentration_at(sol, d.volume[r], d.cl[r], d.ka[r], query)
-        for d, r, sol in solutions(fit, ectr, max_draws)
-    ]
+    parts = [sol.at(query) for _, _, sol in solutions(fit, ectr, max_draws)]
     return np.concatenate(parts).reshape(-1, len(query))
 
 
 def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> np.ndarray:
     """For each draw, the time (h, case clock) after which the level stays below ``threshold``.
 
-    The curve is evaluated from the first event to the last event plus twelve endogenous
-    half-lives, on ``points`` times; the last crossing is refined by log-linear interpolation.
+    The curve is evaluated from the first event to the last event plus twelve terminal
+    half-lives off ECTR, on ``points`` times; the last crossing is refined by log-linear
+    interpolation.
     A draw whose level never exceeds the threshold gets the first event's time.
     """
     out = []
     for d, r, sol in solutions(fit, ectr):
-        thalf = math.log(2) * d.volume[r] / d.cl[r]
+        thalf = math.log(2) / d.terminal_rate(r)
         lo, hi = d.times[r].min(axis=1), d.times[r].max(axis=1) + 12 * thalf
         t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, points)[None, :]
-        out.append(
-            _last_crossing(t, concentration_at(sol, d.volume[r], d.cl[r], d.ka[r], t), threshold)
-        )
+        out.append(_last_crossing(t, sol.at(t), threshold))
     return np.concatenate(out)
 
 

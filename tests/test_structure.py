@@ -1,0 +1,222 @@
+"""The structural model: every disposition and absorption against a numerical ODE solution, the
+compiled kernel against the array form, gradients against finite differences, and the model
+built for each structure."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from dialyzability.design import BatchDesign
+from dialyzability.pk.structure import (
+    ABSORPTIONS,
+    DISPOSITIONS,
+    Structure,
+    StructureError,
+    macro_rates,
+)
+from tests.test_kinetics import random_design
+
+STRUCTURES = [Structure(d, a) for d in DISPOSITIONS for a in ABSORPTIONS]
+
+
+def ode_reference(times, design, structure, p):
+    """Integrate the structure's ODE with scipy, piecewise between sorted events: state
+    (G fast, G slow, A1, A2, AUC of each window); an oral dose enters the guts at its time plus
+    the lag, split F (1 − f_s) fast and F f_s slow."""
+    times = np.asarray(times, dtype=float)
+    lag = p.get("lag", 0.0) if structure.absorption == "lag" else 0.0
+    slow = p.get("fraction_slow", 0.0) if structure.absorption == "dual" else 0.0
+    ka_slow = p.get("ka_slow", 1.0)
+    two = structure.compartments == 2
+    phi = p["fraction_peripheral"] if two else 0.0
+    v1, v2 = p["volume"] * (1 - phi), p["volume"] * phi
+    q = p["cl_intercompartmental"] if two else 0.0
+    inputs = []  # (time, event order, state index, amount)
+    for j, e in enumerate(design.dose_event):
+        amount = design.dose_amount[j]
+        if design.dose_oral[j]:
+            f = p["bioavailability"]
+            inputs.append((times[e] + lag, e, 0, f * (1 - slow) * amount))
+            inputs.append((times[e] + lag, e, 1, f * slow * amount))
+        else:
+            inputs.append((times[e], e, 2, amount))
+    points = sorted(set(times.tolist()) | {t for t, *_ in inputs})
+    starts = times[list(design.session_start)]
+    ends = times[list(design.session_end)]
+    cl_s = [p["cl_ectr"][m] for m in design.session_modality]
+    w = np.asarray(design.windows).reshape(-1, 2)
+    state = np.zeros(4 + len(w))
+    at = {}
+    for i, t0 in enumerate(points):
+        for t, _, k, amount in inputs:
+            if t == t0:
+                state[k] += amount
+        at[t0] = state[2] / v1
+        if i + 1 == len(points):
+            break
+        t1 = points[i + 1]
+        mid = 0.5 * (t0 + t1)
+        cl = p["cl"] + sum(c for c, s, e in zip(cl_s, starts, ends, strict=True) if s <= mid < e)
+        inside = np.array([times[a] <= mid < times[b] for a, b in w], dtype=float)
+
+        def rhs(_, y, cl=cl, inside=inside):
+            ka, ks = p["ka"], ka_slow
+            exchange = q * (y[2] / v1 - (y[3] / v2 if two else 0.0))
+            return np.concatenate(
+                [
+                    [-ka * y[0], -ks * y[1], ka * y[0] + ks * y[1] - cl * y[2] / v1 - exchange],
+                    [exchange if two else 0.0],
+                    inside * y[2] / v1,
+                ]
+            )
+
+        state = solve_ivp(rhs, (t0, t1), state, method="DOP853", rtol=1e-13, atol=1e-15).y[:, -1]
+    conc = np.array([at[times[s]] for s in design.samples])
+    return conc, state[4:]
+
+
+def random_params(rng, structure, design):
+    p = {
+        "volume": rng.uniform(10, 100),
+        "cl": rng.uniform(0.5, 10),
+        "cl_ectr": rng.uniform(0.5, 15, 2),
+        "ka": rng.uniform(0.1, 3),
+        "bioavailability": rng.uniform(0.3, 1),
+        "a0": 0.0,
+        "fraction_peripheral": rng.uniform(0.2, 0.8),
+        "cl_intercompartmental": rng.uniform(0.5, 20),
+        "lag": rng.uniform(0.2, 3),
+        "ka_slow": rng.uniform(0.01, 0.08),
+        "fraction_slow": rng.uniform(0.1, 0.9),
+    }
+    return {k: v for k, v in p.items() if k in _BASE or k in structure.parameters}
+
+
+_BASE = ("volume", "cl", "cl_ectr", "ka", "bioavailability", "a0")
+
+
+def _batch(p):
+    return {k: np.atleast_1d(np.asarray(v, dtype=float))[None] if k == "cl_ectr" else
+            np.array([v], dtype=float) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: s.name)
+@pytest.mark.parametrize("seed", range(3))
+def test_every_structure_matches_the_ode(structure, seed):
+    rng = np.random.default_rng(100 + seed)
+    times, design = random_design(rng)
+    p = random_params(rng, structure, design)
+    sol = structure.solve(times[None, :], BatchDesign.stack([design]), _batch(p))
+    conc, auc = ode_reference(times, design, structure, p)
+    np.testing.assert_allclose(sol.conc[0, : len(design.samples)], conc, rtol=1e-8, atol=1e-13)
+    np.testing.assert_allclose(sol.auc[0, : len(design.windows)], auc, rtol=1e-8, atol=1e-12)
+    # the curve between events agrees with the levels at the sample times
+    at = sol.at(times[list(design.samples)][None, :])[0]
+    np.testing.assert_allclose(at, conc, rtol=1e-8, atol=1e-13)
+
+
+def test_a_lag_delays_the_curve_exactly():
+    # one oral dose at t = 0 with a lag of 1.5 h is the same dose given at 1.5 h without one
+    rng = np.random.default_rng(3)
+    times, design = random_design(rng)
+    p = random_params(rng, Structure("one-compartment", "lag"), design)
+    lagged = Structure("one-compartment", "lag").solve(
+        times[None], BatchDesign.stack([design]), _batch(p)
+    )
+    moved = times.copy()
+    for e, oral in zip(design.dose_event, design.dose_oral, strict=True):
+        moved[e] += p["lag"] if oral else 0.0
+    plain = Structure().solve(moved[None], BatchDesign.stack([design]), _batch(p))
+    np.testing.assert_allclose(lagged.conc, plain.conc, rtol=1e-12)
+
+
+def test_dual_absorption_without_a_slow_fraction_is_first_order():
+    rng = np.random.default_rng(4)
+    times, design = random_design(rng)
+    p = random_params(rng, Structure("one-compartment", "dual"), design)
+    p["fraction_slow"] = 0.0
+    dual = Structure("one-compartment", "dual").solve(
+        times[None], BatchDesign.stack([design]), _batch(p)
+    )
+    plain = Structure().solve(times[None], BatchDesign.stack([design]), _batch(p))
+    np.testing.assert_allclose(dual.conc, plain.conc, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(dual.auc, plain.auc, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: s.name)
+def test_kernel_equals_array_form_with_finite_gradients(structure):
+    import pytensor
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng(7)
+    times, design = random_design(rng)
+    p = random_params(rng, structure, design)
+    batch = BatchDesign.stack([design])
+    values = _batch(p)
+    values["dose_amount"] = batch.dose_amount.astype(float)
+    symbols = {
+        k: pt.tensor(k, shape=np.shape(v), dtype="float64") for k, v in values.items()
+    }
+    t = pt.matrix("t", shape=(1, len(times)))
+    out = structure.solve(t, batch, symbols, backend="kernel")
+    weights_c = rng.normal(size=out["conc"].type.shape)
+    weights_a = rng.normal(size=out["auc"].type.shape)
+    target = (out["conc"] * weights_c).sum() + (out["auc"] * weights_a).sum()
+    names = [k for k in symbols if k not in ("a0", "dose_amount")]
+    grads = pt.grad(target, [symbols[k] for k in names] + [t])
+    fn = pytensor.function([t, *symbols.values()], [out["conc"], out["auc"], *grads])
+    conc, auc, *g = fn(times[None], *values.values())
+    ref = structure.solve(times[None], batch, _batch(p))
+    np.testing.assert_allclose(conc, ref.conc, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(auc, ref.auc, rtol=1e-10, atol=1e-300)
+
+    def numeric(name, h=1e-6):
+        base = _batch(p)
+        flat = base[name].reshape(-1)
+        out = np.zeros_like(flat)
+        for i in range(len(flat)):
+            step = h * max(abs(flat[i]), 1e-3)
+            up, down = dict(base), dict(base)
+            up[name] = base[name].copy().reshape(-1)
+            down[name] = base[name].copy().reshape(-1)
+            up[name][i] += step
+            down[name][i] -= step
+            up[name], down[name] = (x.reshape(base[name].shape) for x in (up[name], down[name]))
+            hi = structure.solve(times[None], batch, up)
+            lo = structure.solve(times[None], batch, down)
+            value = lambda s: (s.conc * weights_c).sum() + (s.auc * weights_a).sum()  # noqa: E731
+            out[i] = (value(hi) - value(lo)) / (2 * step)
+        return out.reshape(base[name].shape)
+
+    for name, grad in zip(names, g, strict=False):
+        assert np.all(np.isfinite(grad)), name
+        np.testing.assert_allclose(grad, numeric(name), rtol=1e-5, atol=1e-7, err_msg=name)
+    assert np.all(np.isfinite(g[-1]))
+
+
+def test_names_and_records():
+    s = Structure("two-compartment", "dual")
+    assert s.name == "two-compartment+dual"
+    assert s.parameters == (
+        "fraction_peripheral",
+        "cl_intercompartmental",
+        "ka_slow",
+        "fraction_slow",
+    )
+    assert Structure.from_record(s.record()) == s
+    assert Structure.from_record(None) == Structure()
+    assert s.label == "two compartments, dual (fast and slow) absorption"
+    with pytest.raises(StructureError, match="unknown disposition 'three'"):
+        Structure("three")
+    with pytest.raises(StructureError, match="JAX"):
+        Structure("two-compartment").solve(None, None, {}, backend="graph")
+
+
+def test_macro_rates_by_hand():
+    # k10 0.2, k12 0.3, k21 0.1: s = 0.6, d = 0.4² + 4 · 0.03 = 0.28, α, β = (0.6 ± √0.28) / 2
+    alpha, beta = macro_rates(0.2, 0.3, 0.1)
+    assert math.isclose(alpha, (0.6 + math.sqrt(0.28)) / 2, rel_tol=1e-14)
+    assert math.isclose(beta, (0.6 - math.sqrt(0.28)) / 2, rel_tol=1e-12)
+    assert math.isclose(alpha * beta, 0.2 * 0.1, rel_tol=1e-14)  # product = k10 k21
