@@ -40,6 +40,8 @@ def fit_cases(
     threshold: float | None = None,
     coordinates: str = "log_k",
     models_dir: str | Path | None = None,
+    structure: str | None = None,
+    absorption: str | None = None,
 ) -> Fit:
     """Fit N >= 1 cases of one drug under a population layer.
 
@@ -74,9 +76,14 @@ def fit_cases(
         ``--models-dir`` or ``$DIALYZABILITY_MODELS``, if any). Cases naming a user drug must be
         loaded with the same folder in force
         (:func:`~dialyzability.io.resources.use_models_dir`).
+    structure, absorption
+        The structural model (:class:`~dialyzability.pk.structure.Structure`): disposition
+        ``"one-compartment"`` or ``"two-compartment"``, absorption ``"first-order"``,
+        ``"lag"`` or ``"dual"``; each by default the drug model's (``[structure]`` of its file).
     """
     config = sampler_config(draws, tune, chains, seed, sampler, target_accept)
     config["coordinates"] = coordinates
+    config["structure"] = {"disposition": structure, "absorption": absorption}
     with use_models_dir(models_dir):
         idata, batch = run(list(cases), population, config, drug, progressbar)
     config["threshold"] = threshold if threshold is not None else batch.drug.therapeutic_high

@@ -287,29 +287,63 @@ def _fit(args: argparse.Namespace) -> int:
     threshold = _threshold(args.threshold, case)
     from dialyzability.api import fit
 
-    if not args.quiet:
-        print(f"Fitting {case.id} ({case.drug}) ...", file=sys.stderr)
     _say_drug_model(case.drug)
-    try:
-        result = fit(
-            case,
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            seed=args.seed,
-            sampler=args.sampler,
-            progressbar=not args.quiet,
-            threshold=threshold,
-        )
-    except CaseError:
-        raise  # bad input: exit 1 in main, every problem named
-    except ValueError as exc:  # a sampler that is not installed
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    structures = [args.structure]
+    if args.structure == "both":
+        from dialyzability.pk.structure import DISPOSITIONS
+
+        structures = list(DISPOSITIONS)
+    results = {}
+    for structure in structures:
+        if not args.quiet:
+            what = f", {structure}" if structure else ""
+            print(f"Fitting {case.id} ({case.drug}{what}) ...", file=sys.stderr)
+        try:
+            results[structure] = fit(
+                case,
+                draws=args.draws,
+                tune=args.tune,
+                chains=args.chains,
+                seed=args.seed,
+                sampler=args.sampler,
+                progressbar=not args.quiet,
+                threshold=threshold,
+                structure=structure,
+                absorption=args.absorption,
+            )
+        except CaseError:
+            raise  # bad input: exit 1 in main, every problem named
+        except ValueError as exc:  # a sampler that is not installed, a structure it cannot run
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result.save(out)
-    return _write_outputs(result, out, args.hdi, _formats(args))
+    if len(results) == 1:
+        [result] = results.values()
+        out.mkdir(parents=True, exist_ok=True)
+        result.save(out)
+        return _write_outputs(result, out, args.hdi, _formats(args))
+    return _write_compared(results, out, args.hdi, _formats(args))
+
+
+def _write_compared(results: dict, out: Path, hdi: float, formats: Sequence[str]) -> int:
+    """``fit --structure both``: each fit's outputs in its own subfolder of ``out`` (named by
+    its structure), their comparison by PSIS-LOO in each summary and report and in
+    ``out/comparison.json``; the exit status is the worst of the fits'."""
+    from dialyzability.results.compare import compare_fits
+
+    named = {r.structure.name: r for r in results.values()}
+    comparison = compare_fits({name: r.idata for name, r in named.items()})
+    statuses = []
+    for name, result in named.items():
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        result.attach_comparison(comparison.to_json())
+        result.save(folder)
+        statuses.append(_write_outputs(result, folder, hdi, formats))
+    write_text_whole(out / "comparison.json", json.dumps(comparison.to_json(), indent=2) + "\n")
+    print(comparison.table())
+    print(f"\nWrote the comparison to {out / 'comparison.json'}")
+    return max(statuses)
 
 
 def _say_drug_model(name: str) -> None:
@@ -385,7 +419,13 @@ def _pool(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sampling = dict(
-        draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed, sampler=args.sampler
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=args.seed,
+        sampler=args.sampler,
+        structure=args.structure,
+        absorption=args.absorption,
     )
     if not args.quiet:
         print(f"Pooling {len(cases)} {drugs[0]} cases ...", file=sys.stderr)
@@ -575,6 +615,32 @@ def _figure_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _structure_options(parser: argparse.ArgumentParser, both: bool = False) -> None:
+    from dialyzability.pk.structure import ABSORPTIONS, DISPOSITIONS
+
+    choices = [*DISPOSITIONS, "both"] if both else list(DISPOSITIONS)
+    extra = (
+        "; both: fit one and two compartments and compare them by PSIS-LOO (each fit in its "
+        "own subfolder of --out)"
+        if both
+        else ""
+    )
+    parser.add_argument(
+        "--structure",
+        choices=choices,
+        default=None,
+        help=f"disposition (default: the drug model's){extra}",
+    )
+    parser.add_argument(
+        "--absorption",
+        choices=ABSORPTIONS,
+        default=None,
+        help="absorption of oral doses: first-order, lag (first-order after a lag time) or "
+        "dual (a fast and a slow first-order route; sustained release, bezoars) (default: "
+        "the drug model's)",
+    )
+
+
 def _models_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir",
@@ -646,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='end of toxicity for "hours saved", e.g. "0.4 mg/L" (default: the '
         "upper therapeutic level of the drug model)",
     )
+    _structure_options(fit, both=True)
     _models_option(fit)
     fit.set_defaults(func=_fit)
 
@@ -695,6 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the single-case fits shown beside the pooled ones",
     )
+    _structure_options(pool)
     _models_option(pool)
     pool.set_defaults(func=_pool)
 

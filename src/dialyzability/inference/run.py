@@ -36,8 +36,8 @@ def run(
 
     drug = drug or load_drug(check_poolable(list(cases)))
     batch = make_batch(list(cases), drug)
-    structure = Structure.from_record(config["structure"]) if "structure" in config else None
-    structure = structure or Structure.of(drug)
+    chosen = config.get("structure") or {}  # a choice left out: the drug model's default
+    structure = Structure.of(drug, chosen.get("disposition"), chosen.get("absorption"))
     config["structure"] = structure.record()
     built = None
     if config["sampler"] == "nutpie":

@@ -271,6 +271,24 @@ class Solution:
         self.conc = sum(p["conc"] for p in parts)
         self.auc = sum(p["auc"] for p in parts)
 
+    def amounts_at(self, query) -> tuple[np.ndarray, np.ndarray]:
+        """Amounts (mg) in the central and the peripheral compartment at the times ``query``
+        (h), as :meth:`at` (the peripheral one 0 for one compartment); the gut is not counted."""
+        central, peripheral = 0.0, 0.0
+        for part in self.parts:
+            a = part["args"]
+            if self.structure.compartments == 2:
+                from dialyzability.pk.two_compartment import amounts_at
+
+                c, p = amounts_at(part, a["volume"], a["cl"], a["ka"], a["q"], a["v2"], query)
+            else:
+                from dialyzability.pk.closed_form import concentration_at
+
+                conc = concentration_at(part, a["volume"], a["cl"], a["ka"], query)
+                c, p = conc * np.asarray(a["volume"])[..., None], 0.0 * conc
+            central, peripheral = central + c, peripheral + p
+        return central, peripheral
+
     def at(self, query) -> np.ndarray:
         """Concentration (mg/L) at the times ``query`` (h): (P,) or (C, P), any order; (C, P)."""
         total = 0.0

@@ -26,6 +26,7 @@ from dialyzability.inference.gate import Diagnostics, diagnose
 from dialyzability.io.case import Case, parse_case
 from dialyzability.io.drugs import DrugModel
 from dialyzability.io.files import write_whole
+from dialyzability.pk.structure import Structure
 from dialyzability.results.quantities import (
     FLOWS_ML_MIN,
     HDI_PROB,
@@ -58,6 +59,12 @@ class Summary:
     verdict: tuple[str, ...] = ()
     flags: tuple[dict, ...] = ()
     windows: tuple[dict, ...] = ()
+    #: the structural model: its name and what the report calls it
+    structure: dict = field(default_factory=dict)
+    #: the comparison by PSIS-LOO with the fits of other structures (``fit --structure both``)
+    comparison: dict | None = None
+    #: per session: levels at its end and 2 h later (the rebound), amounts left per compartment
+    sessions: tuple[dict, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -65,11 +72,14 @@ class Summary:
             "converged": self.diagnostics.converged,
             "case": self.case,
             "drug": self.drug,
+            "structure": self.structure,
+            "comparison": self.comparison,
             "hdi_prob": self.hdi_prob,
             "flags": list(self.flags),
             "quantities": self.quantities,
             "timings": self.timings,
             "windows": list(self.windows),
+            "sessions": list(self.sessions),
             "diagnostics": self.diagnostics.to_json(),
             "classical": self.classical,
             "extrip": self.extrip,
@@ -156,6 +166,10 @@ class Summary:
                 "longer (--draws, --tune) or check the case's data and ranges."
             )
         lines += list(self.verdict)
+        if self.structure:
+            lines.append(f"Structural model: {self.structure['label']}.")
+        if self.comparison:
+            lines.append(self.comparison["sentence"])
         if self.flags:
             lines.append("Flags:")
             lines += [f"  - {f['message']}" for f in self.flags]
@@ -375,7 +389,12 @@ class CaseView:
 
     def _summary(self, hdi_prob: float) -> Summary:
         from dialyzability.results.extrip import grade_probabilities
-        from dialyzability.results.interpret import prediction_flags, timing_flags, windows
+        from dialyzability.results.interpret import (
+            prediction_flags,
+            session_rows,
+            timing_flags,
+            windows,
+        )
         from dialyzability.results.nca import classical_estimates
 
         draws = self.quantities()
@@ -404,6 +423,9 @@ class CaseView:
             verdict=tuple(self.verdicts(quantities, diagnostics.converged)),
             flags=tuple(timing_flags(self) + prediction_flags(self)),
             windows=tuple(windows(self, hdi_prob)),
+            structure={"name": self.fit.structure.name, "label": self.fit.structure.label},
+            comparison=self.fit.comparison,
+            sessions=tuple(session_rows(self, hdi_prob)),
         )
 
     def verdicts(self, quantities: dict, converged: bool) -> list[str]:
@@ -465,6 +487,26 @@ class Fit:
     @property
     def single(self) -> bool:
         return len(self.cases) == 1
+
+    @property
+    def structure(self) -> Structure:
+        """The structural model of the fit (one compartment, first-order absorption for a fit
+        that recorded none)."""
+        return Structure.from_record(self.config.get("structure"))
+
+    @property
+    def comparison(self) -> dict | None:
+        """The comparison with fits of other structures (:meth:`attach_comparison`), if any."""
+        text = self.idata.attrs.get("comparison")
+        return json.loads(text) if text else None
+
+    def attach_comparison(self, comparison: dict) -> None:
+        """Record the comparison of this fit with fits of other structures (the JSON of
+        :class:`~dialyzability.results.compare.Comparison`) in its attributes, so that
+        ``report`` shows it again; the attributes' hash is renewed."""
+        self.idata.attrs["comparison"] = json.dumps(comparison)
+        self.idata.attrs["config_hash"] = _digest(dict(self.idata.attrs))
+        self._views.clear()
 
     def view(self, case: int | str = 0) -> CaseView:
         """Case ``case`` (index or id) read as a single-case fit (one view per case, so that

@@ -306,3 +306,59 @@ def effluent_samples(view, hdi_prob: float) -> list[dict]:
                 }
             )
     return out
+
+
+#: hours after the end of a session at which the rebound is read (EXTRIP's and the issue's
+#: convention: the level 2 h after the end against the level at the end)
+REBOUND_AFTER_H = 2.0
+
+
+def session_rows(view, hdi_prob: float) -> list[dict]:
+    """Per session: the predicted level at its end and :data:`REBOUND_AFTER_H` later, the
+    change between them (%, a rebound when positive: redistribution from a peripheral pool, or
+    absorption still going on), and the amounts left in the body at its end, per compartment
+    (mg; the peripheral one for two compartments only)."""
+    from dialyzability.design import case_events
+    from dialyzability.results.predictive import solutions
+    from dialyzability.results.quantities import describe
+
+    case = view.case
+    if not case.sessions:
+        return []
+    _, design, _ = case_events(case)
+    n = view.draws.sizes["chain"] * view.draws.sizes["draw"]
+    shape = (view.draws.sizes["chain"], view.draws.sizes["draw"])
+    ends = np.empty((len(case.sessions), 2, n))
+    amounts = np.empty((len(case.sessions), 2, n))
+    for d, rows, sol in solutions(view):
+        at = d.index[rows]
+        for i, event in enumerate(design.session_end):
+            end = d.times[rows, event][:, None]
+            levels = sol.at(np.concatenate([end, end + REBOUND_AFTER_H], axis=1))
+            ends[i][:, at] = levels.T
+            amounts[i][:, at] = np.stack(sol.amounts_at(end), axis=0)[:, :, 0]
+    two = view.fit.structure.compartments == 2
+    out = []
+    from xarray import DataArray
+
+    for i, s in enumerate(case.sessions):
+
+        def q(values, scale="log"):
+            row = describe(DataArray(values.reshape(shape), dims=("chain", "draw")), hdi_prob, scale)
+            return {k: row[k] for k in ("median", "hdi", "mcse")}
+
+        change = 100 * (ends[i, 1] / np.maximum(ends[i, 0], 1e-300) - 1)
+        row = {
+            "name": f"session{i + 1}",
+            "label": f"{s.modality} session {i + 1}",
+            "level_at_end_mg_per_L": q(ends[i, 0]),
+            "level_after_mg_per_L": q(ends[i, 1]),
+            "hours_after": REBOUND_AFTER_H,
+            "change_pct": q(change, "linear"),
+            "p_rebound": float(np.mean(change > 0)),
+            "central_at_end_mg": q(amounts[i, 0]),
+        }
+        if two:
+            row["peripheral_at_end_mg"] = q(amounts[i, 1])
+        out.append(row)
+    return out

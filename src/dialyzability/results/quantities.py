@@ -77,6 +77,64 @@ def _endogenous(post):
     return post["cl_renal"] + post["cl_nonrenal"]
 
 
+def _two(post) -> bool:
+    """Whether the posterior is of two compartments (it has Q)."""
+    return "cl_intercompartmental" in post
+
+
+def _rates(post, cl):
+    """(α, β) (1/h) of the disposition with central clearance ``cl`` (L/h): two compartments
+    by :func:`~dialyzability.pk.structure.macro_rates`; one compartment has only β = CL / V
+    (α is then None)."""
+    if not _two(post):
+        return None, cl / post["volume"]
+    v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
+    s = cl / v1 + q / v1 + q / v2
+    root = np.sqrt((cl / v1 + q / v1 - q / v2) ** 2 + 4 * (q / v1) * (q / v2))
+    return 0.5 * (s + root), 2 * (cl / v1) * (q / v2) / (s + root)
+
+
+def _terminal_half_life(post, cl):
+    """ln 2 / β (h): the terminal half-life with central clearance ``cl``."""
+    return math.log(2) / _rates(post, cl)[1]
+
+
+def _removed_share(post, m, hours: float = 6.0):
+    """Percentage of the body burden that a session of ``hours`` removes (EXTRIP's criterion),
+    from a body at distribution equilibrium at its start.
+
+    One compartment: 100 · CL_ECTR / CL_on · (1 − e^(−T CL_on / V)), CL_on = CL_R + CL_NR +
+    CL_ECTR. Two compartments: the body starts on its terminal phase off ECTR (A2 / A1 =
+    k12 / (k21 − β), the eigenvector of β), and the session removes CL_ECTR / V1 ∫₀ᵀ A1 dt of
+    it under the on-ECTR rates (α', β'): with M the on-ECTR rate matrix and A(t) = e^(Mt) A(0),
+
+        ∫₀ᵀ e^(Mt) dt = [(M + α'I)(1 − e^(−β'T))/β' − (M + β'I)(1 − e^(−α'T))/α'] / (α' − β')
+
+    (Sylvester's formula for a 2x2 matrix with distinct eigenvalues −α', −β'; Gibaldi M,
+    Perrier D. Pharmacokinetics, 2nd ed., 1982, ch. 2).
+    """
+    cl_e, cl = _ectr(post, m), _endogenous(post)
+    on = cl + cl_e
+    if not _two(post):
+        return 100 * cl_e / on * (1 - np.exp(-hours * on / post["volume"]))
+    v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
+    k12, k21 = q / v1, q / v2
+    _, beta = _rates(post, cl)
+    a1 = 1.0 / (1.0 + k12 / (k21 - beta))  # share of the burden in the central compartment
+    a2 = 1.0 - a1
+    alpha_on, beta_on = _rates(post, on)
+    # first row of M + x I: (x − (k10 + k12), k21), k10 = CL_on / V1
+    k10 = on / v1
+
+    def first_row_integral(x_plus, decay):
+        return ((x_plus - k10 - k12) * a1 + k21 * a2) * (1 - np.exp(-decay * hours)) / decay
+
+    integral = (
+        first_row_integral(alpha_on, beta_on) - first_row_integral(beta_on, alpha_on)
+    ) / (alpha_on - beta_on)
+    return 100 * cl_e / v1 * integral
+
+
 REGISTRY: tuple[Quantity, ...] = (
     Quantity(
         "cl_renal",
@@ -127,26 +185,63 @@ REGISTRY: tuple[Quantity, ...] = (
         needs="blood_plasma_ratio",
     ),
     Quantity(
+        "volume_central",
+        "Central volume",
+        "L",
+        lambda p, m: p["volume_central"],
+        "V1 = V (1 − φ), φ = V2 / V (two compartments; V the steady-state volume)",
+        needs="cl_intercompartmental",
+    ),
+    Quantity(
+        "volume_peripheral",
+        "Peripheral volume",
+        "L",
+        lambda p, m: p["volume_peripheral"],
+        "V2 = V φ (two compartments)",
+        needs="cl_intercompartmental",
+    ),
+    Quantity(
+        "cl_intercompartmental",
+        "Intercompartmental clearance",
+        "L/h",
+        lambda p, m: p["cl_intercompartmental"],
+        "Q: exchange between the central and peripheral compartments (two compartments)",
+        needs="cl_intercompartmental",
+    ),
+    Quantity(
+        "thalf_alpha",
+        "Distribution half-life off ECTR",
+        "h",
+        lambda p, m: math.log(2) / _rates(p, _endogenous(p))[0],
+        "ln2 / α, α the larger disposition rate constant off ECTR (two compartments)",
+        needs="cl_intercompartmental",
+    ),
+    Quantity(
         "thalf_off",
         "Half-life off ECTR",
         "h",
-        lambda p, m: math.log(2) * p["volume"] / _endogenous(p),
-        "ln2 · V / (CL_R + CL_NR)",
+        lambda p, m: _terminal_half_life(p, _endogenous(p)),
+        "terminal half-life ln2 / β with CL_R + CL_NR (one compartment: ln2 · V / (CL_R + CL_NR))",
     ),
     Quantity(
         "thalf_on",
         "Half-life on {m}",
         "h",
-        lambda p, m: math.log(2) * p["volume"] / (_endogenous(p) + _ectr(p, m)),
-        "ln2 · V / (CL_R + CL_NR + CL_ECTR)",
+        lambda p, m: _terminal_half_life(p, _endogenous(p) + _ectr(p, m)),
+        "terminal half-life ln2 / β with CL_R + CL_NR + CL_ECTR "
+        "(one compartment: ln2 · V / (CL_R + CL_NR + CL_ECTR))",
         per_modality=True,
     ),
     Quantity(
         "thalf_ratio",
         "Half-life on {m} / half-life off",
         "%",
-        lambda p, m: 100 * _endogenous(p) / (_endogenous(p) + _ectr(p, m)),
-        "100 · t½ on / t½ off = 100 · (CL_R + CL_NR) / (CL_R + CL_NR + CL_ECTR)",
+        lambda p, m: (
+            100
+            * _terminal_half_life(p, _endogenous(p) + _ectr(p, m))
+            / _terminal_half_life(p, _endogenous(p))
+        ),
+        "100 · t½ on / t½ off (one compartment: 100 · (CL_R + CL_NR) / (CL_R + CL_NR + CL_ECTR))",
         per_modality=True,
         scale="linear",
     ),
@@ -154,15 +249,11 @@ REGISTRY: tuple[Quantity, ...] = (
         "removed_6h",
         "Body burden removed by a 6-h {m} session",
         "%",
-        lambda p, m: (
-            100
-            * _ectr(p, m)
-            / (_endogenous(p) + _ectr(p, m))
-            * (1 - np.exp(-6.0 * (_endogenous(p) + _ectr(p, m)) / p["volume"]))
-        ),
-        "100 · CL_ECTR / CL_on · (1 − exp(−6 h · CL_on / V)), CL_on = CL_R + CL_NR + CL_ECTR: "
+        lambda p, m: _removed_share(p, m, 6.0),
         "the share of the amount in the body at the start that the machine removes in 6 h "
-        "(EXTRIP, Lavergne V et al., Clin Toxicol 2012;50:403-413)",
+        "(EXTRIP, Lavergne V et al., Clin Toxicol 2012;50:403-413): one compartment 100 · "
+        "CL_ECTR / CL_on · (1 − exp(−6 h · CL_on / V)), CL_on = CL_R + CL_NR + CL_ECTR; two "
+        "compartments from the terminal phase's distribution, 100 · CL_ECTR / V1 · ∫₀⁶ A1 dt",
         per_modality=True,
         scale="linear",
     ),
