@@ -329,6 +329,61 @@ def plan_blocks(fit, hdi_prob: float) -> list[Block]:
     return b
 
 
+def session_blocks(sessions: list[dict], pct: str) -> list[Block]:
+    """The table of levels at the end of each session and 2 h later (the rebound), with the
+    amounts left per compartment."""
+    two = any("peripheral_at_end_mg" in s for s in sessions)
+    rows = []
+    for s in sessions:
+        change = s["change_pct"]
+        row = (
+            s["label"],
+            median(s["level_at_end_mg_per_L"]),
+            median(s["level_after_mg_per_L"]),
+            f"{median(change)} ({interval(change)})",
+            prob(s["p_rebound"]),
+            f"{median(s['central_at_end_mg'])} ({interval(s['central_at_end_mg'])})",
+        )
+        if two:
+            p = s["peripheral_at_end_mg"]
+            row += (f"{median(p)} ({interval(p)})",)
+        rows.append(row)
+    hours = f"{sessions[0]['hours_after']:g} h"
+    header = (
+        "session",
+        "level at its end (mg/L)",
+        f"level {hours} later (mg/L)",
+        f"change, % ({pct})",
+        "P(rebound)",
+        "central amount at its end (mg)",
+    )
+    if two:
+        header += ("peripheral amount at its end (mg)",)
+    return [
+        Block("h2", "After each session: rebound and what is left"),
+        Block("table", rows=tuple(rows), header=header),
+        Block(
+            "p",
+            f"The change is the predicted level {hours} after the end of the session against the "
+            "level at its end: a rebound when it rises (redistribution from a peripheral pool, "
+            "or absorption still going on). A one-compartment model cannot show a "
+            "redistribution rebound.",
+        ),
+    ]
+
+
+def comparison_blocks(comparison: dict) -> list[Block]:
+    """The comparison of structural models by PSIS-LOO (``fit --structure both``)."""
+    from dialyzability.results.compare import markdown_rows
+
+    header, rows = markdown_rows(comparison)
+    return [
+        Block("h2", "Structural models compared (PSIS-LOO)"),
+        Block("p", comparison["sentence"]),
+        Block("table", rows=tuple(rows), header=tuple(header)),
+    ]
+
+
 def build_report(fit, summary, figures: list[str]) -> Report:
     """Assemble the report of ``fit`` from its ``summary`` and the names of its figures: the
     verdict first, then the flags, the answer, the prior against the posterior, the amounts per
@@ -349,6 +404,8 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     if case.doi:
         source += f", doi:{case.doi}"
     b.append(Block("p", f"Drug: {case.drug}. Source: {source}. Clock: {case.clock}."))
+    if summary.structure:
+        b.append(Block("p", f"Structural model: {summary.structure['label']}."))
     b += drug_model_note(drug.provenance())
     if summary.flags:
         b.append(Block("h2", "Flags for the reviewer"))
@@ -441,6 +498,11 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 header=("window", "collected (mg)", "modelled (mg)", f"modelled {pct} (mg)"),
             )
         )
+
+    if summary.sessions:
+        b += session_blocks(summary.sessions, pct)
+    if summary.comparison:
+        b += comparison_blocks(summary.comparison)
 
     samples = effluent_samples(fit, summary.hdi_prob)
     if samples:

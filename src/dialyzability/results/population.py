@@ -112,6 +112,9 @@ def population_extrip(fit) -> dict:
 
     The typical patient's parameters are the population means: V = 70 · exp(mu_volume),
     CL_R = exp(mu_cl_renal[k]), CL_NR = exp(mu_cl_nonrenal), CL_ECTR = exp(mu_cl_ectr[m]).
+    With two compartments, whose V2 / V and Q are each case's own under the drug model's
+    priors (not pooled), the typical patient takes the prior means of V2 / V and the prior
+    median of Q.
 
     Returns
     -------
@@ -136,6 +139,12 @@ def population_extrip(fit) -> dict:
         "cl_nonrenal": np.exp(post[mu_name("cl_nonrenal")]),
         "cl_ectr": np.exp(post[mu_name("cl_ectr")]),
     }
+    if fit.structure.compartments == 2:
+        p = drug.priors
+        phi = p.fraction_peripheral.mean
+        base["volume_central"] = base["volume"] * (1 - phi)
+        base["volume_peripheral"] = base["volume"] * phi
+        base["cl_intercompartmental"] = 0 * base["volume"] + p.cl_intercompartmental.median
     mu_r = post[mu_name("cl_renal")]
     for k, cls in enumerate(fit.batch.kidney_classes):
         typical = xr.Dataset({**base, "cl_renal": np.exp(mu_r.isel(kidney=k, drop=True))})
