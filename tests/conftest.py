@@ -62,6 +62,7 @@ def nuts_free_fit(
     draws: int = FREE_DRAWS,
     divergences: int = 0,
     threshold: float | str | None = "drug",
+    structure=None,
 ):
     """A :class:`~dialyzability.results.fit.Fit` of ``cases`` made without NUTS.
 
@@ -72,7 +73,8 @@ def nuts_free_fit(
     first chain), completed by :func:`~dialyzability.inference.run.complete` (observed and
     constant data, log-likelihood, posterior and prior predictive) and wrapped by
     :meth:`Fit.from_run` with a configuration built as :func:`dialyzability.api.fit_cases`
-    builds it. Seeded: the same arguments give the same fit.
+    builds it, under ``structure`` (a :class:`~dialyzability.pk.structure.Structure`; by
+    default the drug model's). Seeded: the same arguments give the same fit.
 
     ``threshold`` (mg/L, the end of toxicity) is by default the drug's upper therapeutic level,
     as in a real fit; ``None`` leaves the hours saved out (they are computed, per draw, every
@@ -91,7 +93,10 @@ def nuts_free_fit(
     cases = list(cases)
     drug = load_drug(cases[0].drug)
     batch = make_batch(cases, drug)
-    prior = prior_draws(batch, population, seed)
+    from dialyzability.pk.structure import Structure
+
+    structure = structure or Structure.of(drug)
+    prior = prior_draws(batch, population, seed, structure=structure)
     posterior = _relabel(prior, chains, draws)
     diverging = np.zeros((chains, draws), dtype=bool)
     diverging.flat[:divergences] = True
@@ -103,6 +108,7 @@ def nuts_free_fit(
     idata = complete(sampled, batch, prior, seed)
     config = sampler_config(draws, 0, chains, seed, "auto", DEFAULT_SAMPLER_CONFIG["target_accept"])
     config["threshold"] = drug.therapeutic_high if threshold == "drug" else threshold
+    config["structure"] = structure.record()
     attrs = {"dialyzability_version": __version__, "test_posterior": "prior draws, no NUTS"}
     return Fit.from_run(idata, batch.cases, drug, config, population, attrs)
 

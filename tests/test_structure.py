@@ -117,6 +117,23 @@ def test_every_structure_matches_the_ode(structure, seed):
     np.testing.assert_allclose(at, conc, rtol=1e-8, atol=1e-13)
 
 
+@pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: s.name)
+def test_amounts_per_compartment(structure):
+    # the central amount is V1 x the level; the peripheral one follows dA2/dt = Q (C1 − A2/V2)
+    rng = np.random.default_rng(8)
+    times, design = random_design(rng)
+    p = random_params(rng, structure, design)
+    sol = structure.solve(times[None], BatchDesign.stack([design]), _batch(p))
+    t = np.linspace(times.min(), times.max() + 5, 40)[None]
+    central, peripheral = sol.amounts_at(t)
+    v1, v2 = structure.volumes(_batch(p))
+    np.testing.assert_allclose(central, sol.at(t) * v1[:, None], rtol=1e-12)
+    if structure.compartments == 1:
+        assert not peripheral.any()
+    else:
+        assert (peripheral >= 0).all() and peripheral[0, -1] > 0
+
+
 def test_a_lag_delays_the_curve_exactly():
     # one oral dose at t = 0 with a lag of 1.5 h is the same dose given at 1.5 h without one
     rng = np.random.default_rng(3)
@@ -220,3 +237,102 @@ def test_macro_rates_by_hand():
     assert math.isclose(alpha, (0.6 + math.sqrt(0.28)) / 2, rel_tol=1e-14)
     assert math.isclose(beta, (0.6 - math.sqrt(0.28)) / 2, rel_tol=1e-12)
     assert math.isclose(alpha * beta, 0.2 * 0.1, rel_tol=1e-14)  # product = k10 k21
+
+
+def _posterior(**values):
+    """A posterior Dataset of the given (chain, draw) values (one chain)."""
+    import xarray as xr
+
+    return xr.Dataset(
+        {
+            k: (("chain", "draw", "modality"), np.reshape(v, (1, -1, 1)))
+            if k == "cl_ectr"
+            else (("chain", "draw"), np.reshape(v, (1, -1)))
+            for k, v in values.items()
+        },
+        coords={"modality": ["HD"]},
+    )
+
+
+def test_half_lives_of_two_compartments_by_hand():
+    from dialyzability.results.quantities import REGISTRY
+
+    # V1 = 10 L, V2 = 30 L (V = 40 L, φ = 0.75), Q = 3 L/h, CL_R + CL_NR = 2 L/h, CL_ECTR 8:
+    # off ECTR k10 0.2, k12 0.3, k21 0.1 -> β = 0.035425 /h, t½ = ln 2 / β = 19.567 h, and
+    # α = 0.564575 /h, t½α = 1.2277 h
+    post = _posterior(
+        volume=[40.0], volume_central=[10.0], volume_peripheral=[30.0],
+        cl_intercompartmental=[3.0], cl_renal=[1.5], cl_nonrenal=[0.5], cl_ectr=[8.0],
+    )  # fmt: skip
+    q = {x.name: x for x in REGISTRY}
+    off = q["thalf_off"].compute(post, "HD").item()
+    alpha = q["thalf_alpha"].compute(post, "HD").item()
+    assert math.isclose(off, math.log(2) / 0.0354249, rel_tol=1e-5)
+    assert math.isclose(alpha, math.log(2) / 0.5645751, rel_tol=1e-6)
+    # on ECTR k10 = 10 / 10 = 1: s = 1.4, d = 1.2² + 0.12 = 1.56, β = 2 · 0.1 / (1.4 + √1.56)
+    on = q["thalf_on"].compute(post, "HD").item()
+    assert math.isclose(on, math.log(2) / (0.2 / (1.4 + math.sqrt(1.56))), rel_tol=1e-12)
+
+
+def test_removal_in_six_hours_of_two_compartments_matches_the_ode():
+    from dialyzability.results.quantities import REGISTRY
+
+    v1, v2, q_, cl, cl_e = 12.0, 30.0, 2.5, 1.8, 9.0
+    post = _posterior(
+        volume=[v1 + v2], volume_central=[v1], volume_peripheral=[v2],
+        cl_intercompartmental=[q_], cl_renal=[1.0], cl_nonrenal=[cl - 1.0], cl_ectr=[cl_e],
+    )  # fmt: skip
+    removed = {x.name: x for x in REGISTRY}["removed_6h"].compute(post, "HD").item()
+    # start on the terminal phase off ECTR: A2 / A1 = k12 / (k21 − β)
+    k12, k21 = q_ / v1, q_ / v2
+    _, beta = macro_rates(cl / v1, k12, k21)
+    a1 = 1 / (1 + k12 / (k21 - beta))
+
+    def rhs(_, y):
+        out = (cl + cl_e) * y[0] / v1
+        return [-out - k12 * y[0] + k21 * y[1], k12 * y[0] - k21 * y[1], cl_e * y[0] / v1]
+
+    y = solve_ivp(rhs, (0, 6), [a1, 1 - a1, 0.0], method="DOP853", rtol=1e-12, atol=1e-14).y
+    assert math.isclose(removed, 100 * y[2, -1], rel_tol=1e-9)
+    # one compartment: 100 · CL_E / CL_on · (1 − e^(−6 CL_on / V)), here V = 42 L, CL_on 10.8
+    one = _posterior(volume=[42.0], cl_renal=[1.0], cl_nonrenal=[0.8], cl_ectr=[9.0])
+    expected = 100 * 9.0 / 10.8 * (1 - math.exp(-6 * 10.8 / 42))
+    value = {x.name: x for x in REGISTRY}["removed_6h"].compute(one, "HD").item()
+    assert math.isclose(value, expected, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: s.name)
+def test_the_model_builds_for_every_structure(structure):
+    from dialyzability.io.case import load_case
+    from dialyzability.model.build import build_model
+    from tests.conftest import LEE
+
+    built = build_model([load_case(LEE)], structure=structure)
+    names = {v.name for v in built.model.free_RVs} | {v.name for v in built.model.deterministics}
+    assert set(structure.parameters) <= names
+    assert ("volume_central" in names) == (structure.compartments == 2)
+    logp = built.model.compile_logp()(built.model.initial_point(0))
+    assert np.isfinite(logp)
+    if structure.compartments == 1:  # the JAX path's array form gives the same density
+        graph = build_model([load_case(LEE)], structure=structure, kinetics="graph")
+        other = graph.model.compile_logp()(graph.model.initial_point(0))
+        assert math.isclose(logp, other, rel_tol=1e-10)
+
+
+def test_outputs_of_a_two_compartment_fit(tmp_path):
+    from dialyzability.io.case import load_case
+    from dialyzability.outputs.report import build_report
+    from tests.conftest import LEE, nuts_free_fit
+
+    structure = Structure("two-compartment", "dual")
+    fit = nuts_free_fit([load_case(LEE)], seed=5, draws=100, structure=structure)
+    summary = fit.summary()
+    assert summary.structure["name"] == "two-compartment+dual"
+    for name in ("volume_central", "cl_intercompartmental", "thalf_alpha"):
+        assert name in summary.quantities
+    [first, second] = summary.sessions
+    assert "peripheral_at_end_mg" in first
+    text = build_report(fit, summary, []).markdown()
+    assert "Structural model: two compartments, dual (fast and slow) absorption." in text
+    assert "After each session: rebound and what is left" in text
+    assert "peripheral amount at its end (mg)" in text

@@ -18,7 +18,12 @@ Designs (``DESIGNS``):
 * ``effluent_samples``: dose, five levels, one HD session with its effluent flow and three
   effluent concentrations sampled during it; no urine, no effluent total (CL_ECTR is known to
   the data only through C_E = CL_ECTR · C_p / Q_E);
-* ``blood``: as ``rich`` with every level measured in whole blood (C_blood = B:P · C_p).
+* ``blood``: as ``rich`` with every level measured in whole blood (C_blood = B:P · C_p);
+* ``rebound_rich``: dose, eight levels (two before the session, one during it, five after,
+  the first 2 h after its end: what a rebound needs), a 24-h urine collection, one HD session
+  with its recovery;
+* ``rebound_sparse``: one level before the session, one at its end, one 4 h later; urine and
+  the session's recovery.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ DESIGNS = (
     "same_window",
     "effluent_samples",
     "blood",
+    "rebound_rich",
+    "rebound_sparse",
 )
 #: effluent (dialysate + ultrafiltrate) flow of the ``effluent_samples`` design, L/h: an
 #: intermittent HD dialysate flow of 500 mL/min
@@ -168,6 +175,12 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
     elif kind == "blood":
         for c in base["concentrations"]:
             c["matrix"] = "blood"
+    elif kind in ("rebound_rich", "rebound_sparse"):
+        end = hd_start + 4
+        after = (4, hd_start - 1, hd_start + 2, end, end + 2, end + 6, 36, 48)
+        if kind == "rebound_sparse":
+            after = (hd_start - 1, end, end + 4)
+        base["concentrations"] = [{"time_h": t, "value": "1 mg/L"} for t in after]
     elif kind != "rich":
         raise ValueError(f"unknown design {kind!r}; choose one of {', '.join(DESIGNS)}")
     return base
