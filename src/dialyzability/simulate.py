@@ -400,3 +400,114 @@ def simulate_population(
         raws.append(raw)
         truths.append(truth)
     return raws, truths, pop
+
+
+#: designs of the structure study (issue 14): two-compartment truths seen well and sparsely;
+#: one-compartment truths seen well
+REBOUND_DESIGNS = ("rebound_rich", "rebound_sparse")
+ONE_COMPARTMENT_DESIGNS = ("rebound_rich",)
+#: the drug of the structure study: its model cites two-compartment priors (V2/V, Q)
+STUDY_DRUG = "lithium"
+
+
+def structure_study(
+    per_design: int = 8,
+    seed: int = 0,
+    progress=None,
+    one_compartment: int = 5,
+    **fit_kwargs,
+) -> list[dict]:
+    """Two compartments against one: coverage, the bias of the one-compartment fit, and which
+    structure PSIS-LOO prefers.
+
+    Cases of each design of :data:`REBOUND_DESIGNS` are simulated with two compartments (true
+    parameters from the drug model's priors, :data:`STUDY_DRUG`), and ``one_compartment`` cases
+    of :data:`ONE_COMPARTMENT_DESIGNS` with one; every case is fitted with both structures
+    (first-order absorption, as simulated) and the fits compared by
+    :func:`~dialyzability.results.compare.compare_fits`.
+
+    Returns
+    -------
+    list of dict
+        One row per case: design, seed, the true structure, per fitted structure the truth, the
+        95 % HDI, the coverage and the median of ``ratio``, ``cl_renal`` and ``cl_ectr`` with
+        the fit's diagnostics, and the comparison (preferred structure, elpd difference and
+        its SE).
+    """
+    from dialyzability.api import fit
+    from dialyzability.pk.structure import DISPOSITIONS
+    from dialyzability.results.compare import compare_fits
+    from dialyzability.results.quantities import describe
+
+    plan = [(kind, "two-compartment") for kind in REBOUND_DESIGNS for _ in range(per_design)]
+    plan += [(ONE_COMPARTMENT_DESIGNS[i % len(ONE_COMPARTMENT_DESIGNS)], "one-compartment")
+             for i in range(one_compartment)]  # fmt: skip
+    rows = []
+    for i, (kind, true_structure) in enumerate(plan):
+        case_seed = seed + i
+        raw, truth = simulate_case(
+            kind, case_seed, drug=STUDY_DRUG, structure=Structure(true_structure)
+        )
+        case = parse_case(raw, raw["id"])
+        truths = {"ratio": truth.ratio, "cl_renal": truth.cl_renal, "cl_ectr": truth.cl_ectr["HD"]}
+        row = {"design": kind, "seed": case_seed, "truth": true_structure, "fits": {}}
+        fits = {}
+        for disposition in DISPOSITIONS:
+            result = fit(
+                case, seed=case_seed, structure=disposition, absorption="first-order", **fit_kwargs
+            )
+            fits[disposition] = result
+            draws = result.quantities()
+            entry = {"diagnostics": result.diagnostics().to_json()}
+            for name, value in truths.items():
+                d = describe(draws[name], scale="log")
+                lo, hi = d["hdi"]
+                entry[name] = {
+                    "truth": value,
+                    "median": d["median"],
+                    "hdi": (lo, hi),
+                    "covered": lo <= value <= hi,
+                }
+            row["fits"][disposition] = entry
+        comparison = compare_fits({name: r.idata for name, r in fits.items()})
+        best = comparison.rows()
+        row["comparison"] = {
+            "preferred": comparison.preferred,
+            "best": best[0]["name"],
+            "elpd_diff": best[1]["elpd_diff"],
+            "dse": best[1]["dse"],
+        }
+        rows.append(row)
+        if progress:
+            progress(row)
+    return rows
+
+
+def structure_study_table(rows: list[dict]) -> dict:
+    """The study's findings, by true structure and design: coverage of each fit, the median
+    bias of the one-compartment fit (log of median / truth), divergences, and how often LOO
+    prefers two compartments (rebound designs) or does not prefer them by more than 2 SE (one
+    compartment)."""
+    out = {}
+    for key in sorted({(r["truth"], r["design"]) for r in rows}):
+        group = [r for r in rows if (r["truth"], r["design"]) == key]
+        entry = {"n": len(group)}
+        for disposition in ("two-compartment", "one-compartment"):
+            fits = [r["fits"][disposition] for r in group]
+            entry[disposition] = {
+                name: {
+                    "coverage": float(np.mean([f[name]["covered"] for f in fits])),
+                    "median_log_bias": float(
+                        np.median([math.log(f[name]["median"] / f[name]["truth"]) for f in fits])
+                    ),
+                }
+                for name in ("ratio", "cl_renal", "cl_ectr")
+            }
+            entry[disposition]["divergences"] = int(
+                sum(f["diagnostics"]["divergences"] for f in fits)
+            )
+        preferred = [r["comparison"]["preferred"] for r in group]
+        entry["loo_prefers_two"] = float(np.mean([p == "two-compartment" for p in preferred]))
+        entry["loo_not_two_by_2se"] = float(np.mean([p != "two-compartment" for p in preferred]))
+        out[f"{key[0]} truth, {key[1]}"] = entry
+    return out
