@@ -571,6 +571,45 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if converged else EXIT_NOT_CONVERGED
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """Rank saved fits of the same observations by PSIS-LOO (results/compare.py)."""
+    paths = [Path(p) for p in args.dirs]
+    if len(paths) < 2:
+        print(f"error: compare at least 2 fit folders, got {len(paths)}", file=sys.stderr)
+        return 1
+    if args.names is not None:
+        names = [n.strip() for n in args.names.split(",")]
+        if len(names) != len(paths) or not all(names) or len(set(names)) != len(names):
+            print(
+                f"error: --names: {len(paths)} distinct names needed (one per folder), "
+                f"got {args.names!r}",
+                file=sys.stderr,
+            )
+            return 1
+    else:
+        names = [p.resolve().name or str(p) for p in paths]
+        if len(set(names)) != len(names):  # folders of the same name: their paths as given
+            names = [str(p) for p in paths]
+    fits = {}
+    for name, path in zip(names, paths, strict=True):
+        if not path.is_dir():
+            print(f"error: {path}: no such fit folder", file=sys.stderr)
+            return 1
+        result = _load_fit_dir(path)
+        if result is None:
+            return 1
+        fits[name] = result.idata
+    from dialyzability.results.compare import CompareError, compare_fits
+
+    try:
+        compared = compare_fits(fits)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(compared.to_json(), indent=2) if args.json else compared.table())
+    return 0
+
+
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
     """The sampling and output options shared by ``fit`` and ``pool``."""
     from dialyzability.inference.sampling import DEFAULT_SAMPLER_CONFIG as D
@@ -829,6 +868,28 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--seed", type=int, default=0, help="seed of the outcomes (and of a fit)")
     _models_option(plan)
     plan.set_defaults(func=_plan)
+
+    compare = sub.add_parser(
+        "compare",
+        help="which fit do the data prefer: saved fits of the same case ranked by PSIS-LOO",
+        description="Read DIR/posterior.nc of each fit folder (fits of the same case or cases "
+        "with the same observations, under different structures: drug models, priors, "
+        "population layers) and rank them by PSIS-LOO (elpd over every observation, az.compare "
+        "with stacking weights); print the table, the Pareto k counts and a sentence saying "
+        "whether the data prefer one (elpd difference more than 2 SE).",
+    )
+    compare.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="fit folders (2 or more)"
+    )
+    compare.add_argument(
+        "--names",
+        default=None,
+        metavar="A,B,...",
+        help="names of the fits, comma-separated, one per DIR (default: the folder names)",
+    )
+    compare.add_argument("--json", action="store_true", help="print JSON for machines")
+    _models_option(compare)
+    compare.set_defaults(func=_compare)
 
     return parser
 

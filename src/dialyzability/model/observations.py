@@ -18,11 +18,23 @@ Student-t,
 contributes P(log C < log LLOQ) under the Student-t marginal of that level alone (censoring;
 Beal SL, J Pharmacokinet Pharmacodyn 2001;28:481-504, method M3).
 
-For the saved posterior, σ of each draw is drawn from its conditional posterior given that
-draw's residuals, σ² | r ~ InvGamma((ν+n)/2, (ν s² + Σr²)/2) (conjugate), so that the pointwise
-log-likelihood log N(log y | log μ, σ) − log y and the posterior-predictive draws are exact
-for the augmented draw (ArviZ conventions: one log-likelihood value per observation, on the
-scale of y).
+Saved posterior (:func:`draws`). The pointwise log-likelihood is the exact leave-one-out
+conditional density of the non-factorised model (Bürkner PC, Gabry J, Vehtari A. Efficient
+leave-one-out cross-validation for Bayesian non-factorized normal and Student-t models. Comput
+Stat 2021;36:1243-1261): for observation i of a case and kind with n quantified observations,
+
+    log y_i | y_−i, θ ~ Student-t(ν+n−1, log μ_i, scale² = (ν s² + Σ_{j≠i} r_j²)/(ν+n−1)),
+
+on the scale of y (− log y_i, the Jacobian; ArviZ conventions: one value per observation). For
+n = 1 it is the marginal Student-t(ν, log μ, s). These terms are what PSIS-LOO needs (its
+importance ratios are 1/p(y_i | y_−i, θ), as in Bürkner et al.); their sum over a group is not
+the group's joint density (that is the sum of the sequential conditionals p(y_i | y_<i, θ)), so
+the log-likelihood group is for LOO, not for the model's total density. A level below the LLOQ
+is an independent factor of the model: its value is its log CDF, as in the model.
+
+The posterior-predictive draws use σ drawn per draw from its conditional posterior given that
+draw's residuals, σ² | r ~ InvGamma((ν+n)/2, (ν s² + Σr²)/2) (conjugate), so that they are
+exact for the augmented draw; the prior-predictive draws use σ from its prior.
 """
 
 from __future__ import annotations
@@ -86,7 +98,11 @@ def draws(
     kind: ObservationKind, batch: Batch, pred: np.ndarray, rng: np.random.Generator, prior=False
 ):
     """Pointwise log-likelihood and predictive draws of ``kind``, (S, n) each, for predictions
-    ``pred`` (S draws x n observations); ``prior``: σ from its prior (prior predictive)."""
+    ``pred`` (S draws x n observations); ``prior``: σ from its prior (prior predictive).
+
+    The log-likelihood is the leave-one-out conditional density log p(y_i | y_−i, θ) of each
+    quantified observation (module docstring), the log CDF for a level below the LLOQ; it does
+    not depend on ``rng``, which draws only the predictive values."""
     from scipy import stats
 
     obs = kind.select(batch)
@@ -96,17 +112,23 @@ def draws(
     r = log_y - log_mu
     q = ~obs.censored
     n_draws = pred.shape[0]
-    # sigma per draw and case from its conditional posterior (or prior)
+    # sum of squared residuals per draw and case (quantified observations only)
     n = obs.per_case(batch.n_cases, q)
     ss = np.zeros((n_draws, batch.n_cases))
-    if not prior:
-        np.add.at(ss.T, obs.case[q], (r[:, q] ** 2).T)
-        shape = (nu + n) / 2
+    np.add.at(ss.T, obs.case[q], (r[:, q] ** 2).T)
+    # leave-one-out conditional Student-t of each observation given its group's others
+    loglik = np.empty_like(r)
+    df = nu + n[obs.case[q]] - 1
+    others = np.maximum(ss[:, obs.case[q]] - r[:, q] ** 2, 0.0)  # Σ_{j≠i} r_j²
+    loo_scale = np.sqrt((nu * scale**2 + others) / df)
+    loglik[:, q] = stats.t.logpdf(r[:, q] / loo_scale, df) - np.log(loo_scale) - log_y[:, q]
+    # sigma per draw and case from its conditional posterior (or prior): the predictive draws
+    if prior:
+        ss, shape = np.zeros_like(ss), np.full(batch.n_cases, nu / 2)
     else:
-        shape = np.full(batch.n_cases, nu / 2)
+        shape = (nu + n) / 2
     rate = (nu * scale**2 + ss) / 2
     sigma = np.sqrt(rate / rng.gamma(shape, 1.0, size=ss.shape))[:, obs.case]
-    loglik = stats.norm.logpdf(log_y, log_mu, sigma) - log_y
     eps = rng.normal(size=pred.shape)
     predictive = np.exp(log_mu + sigma * eps)
     if obs.censored.any():
