@@ -374,9 +374,9 @@ def session_blocks(sessions: list[dict], pct: str) -> list[Block]:
 
 def comparison_blocks(comparison: dict) -> list[Block]:
     """The comparison of structural models by PSIS-LOO (``fit --structure both``)."""
-    from dialyzability.results.compare import markdown_rows
+    from dialyzability.results.compare import cells
 
-    header, rows = markdown_rows(comparison)
+    header, rows = cells(comparison["fits"])
     return [
         Block("h2", "Structural models compared (PSIS-LOO)"),
         Block("p", comparison["sentence"]),

@@ -239,25 +239,7 @@ class CompareResult:
         }
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
-        head = ["rank", "fit", "elpd_loo", "SE", "p_loo", "elpd_diff", "dSE", "weight"]
-        head += [f"k > {PARETO_K_WARN}", f"k > {PARETO_K_BAD}", "warning"]
-        body = [
-            [
-                str(r["rank"]),
-                r["name"],
-                f"{r['elpd_loo']:.1f}",
-                f"{r['se']:.1f}",
-                f"{r['p_loo']:.1f}",
-                f"{r['elpd_diff']:.1f}",
-                f"{r['dse']:.1f}",
-                f"{r['weight']:.2f}",
-                f"{r['pareto_k_above_0_5']}/{r['n_observations']}",
-                f"{r['pareto_k_above_0_7']}/{r['n_observations']}",
-                "yes" if r["warning"] else "",
-            ]
-            for r in self.rows()
-        ]
-        return head, body
+        return cells(self.rows())
 
     def table(self) -> str:
         """The console table (rich, as the fit's summary table) and the sentence."""
@@ -286,6 +268,30 @@ class CompareResult:
         lines.append("|" + "".join("---:|" if r else "---|" for r in right))
         lines += ["| " + " | ".join(c or " " for c in row) + " |" for row in body]
         return "\n".join(lines) + f"\n\n{self.sentence}\n"
+
+
+def cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the comparison table from :meth:`CompareResult.rows` (or the
+    ``fits`` of its JSON, as a saved fit records it)."""
+    head = ["rank", "fit", "elpd_loo", "SE", "p_loo", "elpd_diff", "dSE", "weight"]
+    head += [f"k > {PARETO_K_WARN}", f"k > {PARETO_K_BAD}", "warning"]
+    body = [
+        [
+            str(r["rank"]),
+            r["name"],
+            f"{r['elpd_loo']:.1f}",
+            f"{r['se']:.1f}",
+            f"{r['p_loo']:.1f}",
+            f"{r['elpd_diff']:.1f}",
+            f"{r['dse']:.1f}",
+            f"{r['weight']:.2f}",
+            f"{r['pareto_k_above_0_5']}/{r['n_observations']}",
+            f"{r['pareto_k_above_0_7']}/{r['n_observations']}",
+            "yes" if r["warning"] else "",
+        ]
+        for r in rows
+    ]
+    return head, body
 
 
 def _preferred(frame) -> str | None:
