@@ -60,6 +60,7 @@ _GRAPH_MODULES = (
     "model/observations.py",
     "pk/closed_form.py",
     "pk/kernel.py",
+    "pk/two_compartment.py",
     "inference/compiled.py",
     "io/drugs.py",
 )
