@@ -261,6 +261,15 @@ def concentration_at(solution: dict, volume, cl, ka, q, v2, query):
     query
         Times (h), any order: (P,), or (B, P) for a batch (or (P,), the same for all).
     """
+    central, _ = amounts_at(solution, volume, cl, ka, q, v2, query)
+    v1 = np.asarray(volume, dtype=float)
+    return central / (v1[:, None] if central.ndim > 1 and v1.ndim else v1.reshape(-1)[0])
+
+
+def amounts_at(solution: dict, volume, cl, ka, q, v2, query):
+    """Amounts (mg) in the central and the peripheral compartment at the times ``query`` (h),
+    as :func:`concentration_at` (which divides the central one by V1): a pair of (B, P)
+    arrays, or of (P,) for one case's row."""
     grid = np.asarray(solution["grid"], dtype=float)
     single = grid.ndim == 1
     grid = np.atleast_2d(grid)
@@ -279,9 +288,9 @@ def concentration_at(solution: dict, volume, cl, ka, q, v2, query):
     dt = np.maximum(query - np.take_along_axis(grid, p, 1), 0.0)
     e = expm_batch(_matrices(ka, rate, q / volume, q / v2, dt))  # (B, P, 4, 4)
     x = np.take_along_axis(state, p[..., None], axis=1)  # (B, P, 3)
-    amount = np.einsum("bpj,bpj->bp", e[..., 1, :3], x)
-    conc = np.where(before, 0.0, amount / volume)
-    return conc[0] if single else conc
+    central = np.where(before, 0.0, np.einsum("bpj,bpj->bp", e[..., 1, :3], x))
+    peripheral = np.where(before, 0.0, np.einsum("bpj,bpj->bp", e[..., 2, :3], x))
+    return (central[0], peripheral[0]) if single else (central, peripheral)
 
 
 # ------------------------------------------------------------------------------------------
