@@ -144,8 +144,13 @@ def _fake_run(cases, population, config, drug=None, progressbar=False):
 
     from .conftest import _relabel
 
+    from dialyzability.pk.structure import Structure
+
     batch = make_batch(list(cases), drug or load_drug(cases[0].drug))
-    prior = prior_draws(batch, population, config["seed"])
+    chosen = config.get("structure") or {}
+    structure = Structure.of(batch.drug, chosen.get("disposition"), chosen.get("absorption"))
+    config["structure"] = structure.record()
+    prior = prior_draws(batch, population, config["seed"], structure=structure)
     posterior = _relabel(prior, 2, 200)
     stats = xr.Dataset(
         {"diverging": (("chain", "draw"), np.zeros((2, 200), dtype=bool))},
@@ -348,3 +353,29 @@ def test_api_fit_with_models_dir_records_the_user_model(tmp_path, monkeypatch):
     assert loaded.drug.overrides == result.drug.overrides and loaded.drug.description == (
         "user baclofen"
     )
+
+
+def test_fit_with_both_structures_writes_each_and_their_comparison(
+    tmp_path, lee_raw, write_case, monkeypatch, capsys
+):
+    from dialyzability.results.fit import Fit
+
+    monkeypatch.setattr("dialyzability.api.run", _fake_run)
+    lee = write_case(lee_raw, "lee.toml")
+    out = tmp_path / "both"
+    code = main(["fit", str(lee), "--out", str(out), "--seed", "2", "--quiet", "--structure", "both"])
+    assert code in (0, EXIT_NOT_CONVERGED)
+    printed = capsys.readouterr().out
+    assert "PSIS-LOO comparison" in printed
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert {f["name"] for f in comparison["fits"]} == {"one-compartment", "two-compartment"}
+    for name in ("one-compartment", "two-compartment"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["structure"]["name"] == name
+        assert summary["comparison"]["sentence"] == comparison["sentence"]
+        assert "Structural models compared (PSIS-LOO)" in (out / name / "report.md").read_text()
+        # the comparison is kept with the fit: `report` shows it again
+        assert Fit.load(out / name).comparison == comparison
+    two = json.loads((out / "two-compartment" / "summary.json").read_text())
+    assert "cl_intercompartmental" in two["quantities"]
+    assert "peripheral_at_end_mg" in two["sessions"][0]

@@ -477,3 +477,30 @@ def test_concentration_at_any_time(seed):
     conc, _ = ode_reference(np.concatenate([times, query]), extra, *params)
     np.testing.assert_allclose(got, conc, rtol=1e-8, atol=1e-13)
     assert np.all(got[query < times.min()] == 0.0)
+
+
+def test_closed_form_between_events_matches_the_matrix_exponential():
+    # the curves' closed form (Sylvester with divided differences) against expm of N t,
+    # including ka = α, ka = β and nearly repeated eigenvalues (tiny Q, k21 = k10)
+    from dialyzability.pk.structure import macro_rates
+    from dialyzability.pk.two_compartment import _matrices, _propagate, expm_batch
+
+    rng = np.random.default_rng(21)
+    rows = []
+    for i in range(40):
+        k10, k12, k21 = rng.uniform(0.01, 1.0, 3)
+        ka = rng.uniform(0.05, 3.0)
+        if i % 4 == 1:
+            ka = float(macro_rates(k10, k12, k21)[0])
+        elif i % 4 == 2:
+            ka = float(macro_rates(k10, k12, k21)[1])
+        elif i % 4 == 3:
+            k12, k21 = 1e-9, k10
+        rows.append((ka, k10, k12, k21, rng.uniform(0.0, 40.0)))
+    ka, k10, k12, k21, t = (np.array(c) for c in zip(*rows, strict=True))
+    x = rng.uniform(0.0, 100.0, (len(t), 3))
+    central, peripheral = _propagate(x, ka, k10, k12, k21, t)
+    e = expm_batch(_matrices(ka, k10, k12, k21, t))
+    np.testing.assert_allclose(central, np.einsum("pj,pj->p", e[:, 1, :3], x), rtol=1e-7)
+    np.testing.assert_allclose(peripheral, np.einsum("pj,pj->p", e[:, 2, :3], x), rtol=1e-7,
+                               atol=1e-12 * x.sum(axis=1).max())  # fmt: skip

@@ -266,10 +266,53 @@ def concentration_at(solution: dict, volume, cl, ka, q, v2, query):
     return central / (v1[:, None] if central.ndim > 1 and v1.ndim else v1.reshape(-1)[0])
 
 
+def _propagate(x, ka, k10, k12, k21, t):
+    """Central and peripheral amounts after a time ``t`` (h) from the state x = (G, A1, A2)
+    (mg, last axis) under constant rates (1/h), in closed form (arrays broadcast).
+
+    With α ≥ β the disposition rates (:func:`~dialyzability.pk.structure.macro_rates`) and
+    M = [[−(k10 + k12), k21], [k12, −k21]] (Sylvester's formula, written with divided
+    differences so that it holds at α = β; Gibaldi M, Perrier D. Pharmacokinetics, 2nd ed.,
+    1982, ch. 2):
+
+        e^(Mt) = e^(−αt) I + D(α, β, t) (M + αI),
+        A(t) = e^(Mt) A(0) + ka G(0) [D(α, ka, t) e1 + D₂(α, β, ka, t) (M + αI) e1],
+
+    D the divided exponential of :func:`~dialyzability.pk.closed_form.divided_exp` and
+    D₂ = (D(α, ka, t) − D(β, ka, t)) / (β − α) its second divided difference (by the derivative
+    of D in its first argument, a central difference, where β − α is below 1e-6 of α + β: the
+    curves read from it need no more). The matrix exponential of :func:`solve_batch` is the
+    reference it is tested against.
+    """
+    from dialyzability.pk.closed_form import divided_exp
+    from dialyzability.pk.structure import macro_rates
+
+    g, a1, a2 = x[..., 0], x[..., 1], x[..., 2]
+    alpha, beta = macro_rates(k10, k12, k21)
+    d_ab = divided_exp(alpha, beta, t)
+    d_a = divided_exp(alpha, ka, t)
+    gap = beta - alpha
+    near = np.abs(gap) < 1e-6 * (alpha + beta)
+    h = 1e-4 * (alpha + beta) + 1e-300
+    safe = np.where(near, 1.0, gap)
+    d2 = np.where(
+        near,
+        -(divided_exp(alpha + h, ka, t) - divided_exp(alpha - h, ka, t)) / (2 * h),
+        (d_a - divided_exp(beta, ka, t)) / safe,
+    )
+    e_a = np.exp(-alpha * t)
+    m11, m21 = alpha - k10 - k12, k12  # first column of M + αI
+    m12, m22 = k21, alpha - k21  # second column
+    central = e_a * a1 + d_ab * (m11 * a1 + m12 * a2) + ka * g * (d_a + d2 * m11)
+    peripheral = e_a * a2 + d_ab * (m21 * a1 + m22 * a2) + ka * g * d2 * m21
+    return central, peripheral
+
+
 def amounts_at(solution: dict, volume, cl, ka, q, v2, query):
     """Amounts (mg) in the central and the peripheral compartment at the times ``query`` (h),
     as :func:`concentration_at` (which divides the central one by V1): a pair of (B, P)
-    arrays, or of (P,) for one case's row."""
+    arrays, or of (P,) for one case's row. From the state after the last event before each
+    query time, in closed form (:func:`_propagate`)."""
     grid = np.asarray(solution["grid"], dtype=float)
     single = grid.ndim == 1
     grid = np.atleast_2d(grid)
@@ -286,10 +329,10 @@ def amounts_at(solution: dict, volume, cl, ka, q, v2, query):
     p = np.clip(p, 0, n - 1)
     rate = np.take_along_axis(np.concatenate([k, np.broadcast_to(cl / volume, (b, 1))], 1), p, 1)
     dt = np.maximum(query - np.take_along_axis(grid, p, 1), 0.0)
-    e = expm_batch(_matrices(ka, rate, q / volume, q / v2, dt))  # (B, P, 4, 4)
     x = np.take_along_axis(state, p[..., None], axis=1)  # (B, P, 3)
-    central = np.where(before, 0.0, np.einsum("bpj,bpj->bp", e[..., 1, :3], x))
-    peripheral = np.where(before, 0.0, np.einsum("bpj,bpj->bp", e[..., 2, :3], x))
+    central, peripheral = _propagate(x, ka, rate, q / volume, q / v2, dt)
+    central = np.where(before, 0.0, central)
+    peripheral = np.where(before, 0.0, peripheral)
     return (central[0], peripheral[0]) if single else (central, peripheral)
 
 
