@@ -41,8 +41,11 @@ def main() -> None:
         curve = _interval(idata.posterior["pred_level"].values)
         predictive = _interval(idata.posterior_predictive["concentration"].values)
         ratio = result.summary().quantities["ratio"]
-        print(f"\n{name}: ratio {ratio['median']:.3g} ({ratio['hdi'][0]:.3g}-{ratio['hdi'][1]:.3g}); "
-              + result.diagnostics().sentence())  # fmt: skip
+        lo, hi = ratio["hdi"]
+        print(
+            f"\n{name}: ratio {ratio['median']:.3g} ({lo:.3g}-{hi:.3g}); "
+            + result.diagnostics().sentence()
+        )
         print(f"  {'time h':>7} {'level mg/L':>10} {'curve 95 %':>18} {'predictive 95 %':>18}")
         for c, o, (cl, ch), (pl, ph) in zip(
             case.concentrations, obs, curve.T, predictive.T, strict=True

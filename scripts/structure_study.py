@@ -14,6 +14,7 @@ one-compartment cases it does not prefer two compartments by more than 2 SE in a
 
 import argparse
 import json
+import math
 
 from dialyzability.simulate import structure_study, structure_study_table
 
@@ -57,7 +58,7 @@ def main() -> None:
         for disposition in ("two-compartment", "one-compartment"):
             e = entry[disposition]
             cover = ", ".join(
-                f"{n} {e[n]['coverage']:.0%} (median bias x{2.718281828 ** e[n]['median_log_bias']:.2f})"
+                f"{n} {e[n]['coverage']:.0%} (median bias x{math.exp(e[n]['median_log_bias']):.2f})"
                 for n in NAMES
             )
             print(f"  {disposition} fit: coverage {cover}; divergences {e['divergences']}")

@@ -141,10 +141,9 @@ def _fake_run(cases, population, config, drug=None, progressbar=False):
     from dialyzability.design import make_batch
     from dialyzability.inference.run import complete, prior_draws
     from dialyzability.io.drugs import load_drug
+    from dialyzability.pk.structure import Structure
 
     from .conftest import _relabel
-
-    from dialyzability.pk.structure import Structure
 
     batch = make_batch(list(cases), drug or load_drug(cases[0].drug))
     chosen = config.get("structure") or {}
@@ -363,7 +362,9 @@ def test_fit_with_both_structures_writes_each_and_their_comparison(
     monkeypatch.setattr("dialyzability.api.run", _fake_run)
     lee = write_case(lee_raw, "lee.toml")
     out = tmp_path / "both"
-    code = main(["fit", str(lee), "--out", str(out), "--seed", "2", "--quiet", "--structure", "both"])
+    code = main(
+        ["fit", str(lee), "--out", str(out), "--seed", "2", "--quiet", "--structure", "both"]
+    )
     assert code in (0, EXIT_NOT_CONVERGED)
     printed = capsys.readouterr().out
     assert "PSIS-LOO comparison" in printed

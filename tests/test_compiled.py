@@ -253,7 +253,7 @@ def stub_compile(small_entry, monkeypatch):
     """The compile step replaced by the module's real entry; returns the list of calls."""
     calls = []
 
-    def compile_(batch, population, coordinates):
+    def compile_(batch, population, coordinates, structure=None):
         calls.append(population)
         return small_entry
 

@@ -98,8 +98,12 @@ _BASE = ("volume", "cl", "cl_ectr", "ka", "bioavailability", "a0")
 
 
 def _batch(p):
-    return {k: np.atleast_1d(np.asarray(v, dtype=float))[None] if k == "cl_ectr" else
-            np.array([v], dtype=float) for k, v in p.items()}
+    return {
+        k: np.atleast_1d(np.asarray(v, dtype=float))[None]
+        if k == "cl_ectr"
+        else np.array([v], dtype=float)
+        for k, v in p.items()
+    }
 
 
 @pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: s.name)
@@ -126,7 +130,7 @@ def test_amounts_per_compartment(structure):
     sol = structure.solve(times[None], BatchDesign.stack([design]), _batch(p))
     t = np.linspace(times.min(), times.max() + 5, 40)[None]
     central, peripheral = sol.amounts_at(t)
-    v1, v2 = structure.volumes(_batch(p))
+    v1, _ = structure.volumes(_batch(p))
     np.testing.assert_allclose(central, sol.at(t) * v1[:, None], rtol=1e-12)
     if structure.compartments == 1:
         assert not peripheral.any()
@@ -173,9 +177,7 @@ def test_kernel_equals_array_form_with_finite_gradients(structure):
     batch = BatchDesign.stack([design])
     values = _batch(p)
     values["dose_amount"] = batch.dose_amount.astype(float)
-    symbols = {
-        k: pt.tensor(k, shape=np.shape(v), dtype="float64") for k, v in values.items()
-    }
+    symbols = {k: pt.tensor(k, shape=np.shape(v), dtype="float64") for k, v in values.items()}
     t = pt.matrix("t", shape=(1, len(times)))
     out = structure.solve(t, batch, symbols, backend="kernel")
     weights_c = rng.normal(size=out["conc"].type.shape)

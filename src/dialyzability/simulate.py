@@ -72,7 +72,7 @@ class Truth:
     #: whole-blood to plasma concentration ratio (levels in whole blood)
     blood_plasma_ratio: float = 1.0
     #: the structural model and the parameters it adds (:class:`Structure`)
-    structure: Structure = Structure()
+    structure: Structure = field(default_factory=Structure)
     added: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -273,9 +273,7 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
     )
     params = {k: np.array([v], dtype=float) for k, v in scalars.items()}
     params["cl_ectr"] = cl_ectr[None, :]
-    out = truth.structure.solve(
-        np.array([times], dtype=float), BatchDesign.stack([design]), params
-    )
+    out = truth.structure.solve(np.array([times], dtype=float), BatchDesign.stack([design]), params)
     return out.conc[0, : len(design.samples)], out.auc[0], index
 
 

@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from dialyzability.design import Batch
-from dialyzability.pk.structure import Structure
 from dialyzability.io.files import write_whole
+from dialyzability.pk.structure import Structure
 
 #: bump when the layout of a cache entry changes
 FORMAT = 2
@@ -150,15 +150,16 @@ def _restore_function(entry: dict) -> _Function:
     return _Function(library, library.get_pointer_to_function(entry["name"]))
 
 
-def _compile(batch: Batch, population: str, coordinates: str, structure: Structure) -> dict:
-    """Build the batch's PyMC model, compile it with nutpie and return the cache entry."""
+def _compile(
+    batch: Batch, population: str, coordinates: str, structure: Structure | None = None
+) -> dict:
+    """Build the batch's PyMC model (under ``structure``, by default the drug model's),
+    compile it with nutpie and return the cache entry."""
     import nutpie
 
     from dialyzability.model.build import build_model
 
-    built = build_model(
-        batch, population=population, coordinates=coordinates, structure=structure
-    )
+    built = build_model(batch, population=population, coordinates=coordinates, structure=structure)
     compiled = nutpie.compile_pymc_model(built.model, jitter_rvs=set())
     fields = {
         "shared_data": compiled.shared_data,

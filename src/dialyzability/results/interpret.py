@@ -344,7 +344,9 @@ def session_rows(view, hdi_prob: float) -> list[dict]:
     for i, s in enumerate(case.sessions):
 
         def q(values, scale="log"):
-            row = describe(DataArray(values.reshape(shape), dims=("chain", "draw")), hdi_prob, scale)
+            row = describe(
+                DataArray(values.reshape(shape), dims=("chain", "draw")), hdi_prob, scale
+            )
             return {k: row[k] for k in ("median", "hdi", "mcse")}
 
         change = 100 * (ends[i, 1] / np.maximum(ends[i, 0], 1e-300) - 1)

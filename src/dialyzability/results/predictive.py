@@ -9,7 +9,7 @@ session and the "hours of toxicity saved" by the ECTR that was given.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Draws:
     a0: np.ndarray
     times: np.ndarray  # (draws, events), h
     index: np.ndarray  # positions of these draws in the flattened (chain, draw) order
-    structure: Structure = Structure()
+    structure: Structure = field(default_factory=Structure)
     added: dict | None = None  # the structure's added parameters, (draws,) each
 
     def __len__(self) -> int:

@@ -129,9 +129,9 @@ def _removed_share(post, m, hours: float = 6.0):
     def first_row_integral(x_plus, decay):
         return ((x_plus - k10 - k12) * a1 + k21 * a2) * (1 - np.exp(-decay * hours)) / decay
 
-    integral = (
-        first_row_integral(alpha_on, beta_on) - first_row_integral(beta_on, alpha_on)
-    ) / (alpha_on - beta_on)
+    integral = (first_row_integral(alpha_on, beta_on) - first_row_integral(beta_on, alpha_on)) / (
+        alpha_on - beta_on
+    )
     return 100 * cl_e / v1 * integral
 
 
