@@ -256,8 +256,9 @@ def simulate_case(
     return raw, truth
 
 
-def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Concentrations at the levels and AUCs over the windows under the true parameters."""
+def _predict(case: Case, truth: Truth, query=None):
+    """Concentrations at the levels and AUCs over the windows under the true parameters (and,
+    given ``query`` times (h), the concentrations there as a fourth value)."""
     events, design, index = case_events(case)
     times = events.resolve(truth.times)
     cl_ectr = (
@@ -274,7 +275,19 @@ def _predict(case: Case, truth: Truth) -> tuple[np.ndarray, np.ndarray, dict]:
     params = {k: np.array([v], dtype=float) for k, v in scalars.items()}
     params["cl_ectr"] = cl_ectr[None, :]
     out = truth.structure.solve(np.array([times], dtype=float), BatchDesign.stack([design]), params)
+    if query is not None:
+        return out.conc[0, : len(design.samples)], out.auc[0], index, out.at(query)[0]
     return out.conc[0, : len(design.samples)], out.auc[0], index
+
+
+def rebound(raw: dict, truth: Truth, hours: float = 2.0) -> float:
+    """The true level ``hours`` after the end of the case's first session against the level at
+    its end, minus 1 (a rebound when positive)."""
+    case = parse_case(raw, raw["id"])
+    events, _, _ = case_events(case)
+    end = events.resolve(truth.times)[events.labels.index("session1_end")]
+    *_, levels = _predict(case, truth, np.array([end, end + hours]))
+    return float(levels[1] / levels[0] - 1.0)
 
 
 RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censored")
@@ -406,6 +419,9 @@ REBOUND_DESIGNS = ("rebound_rich", "rebound_sparse")
 ONE_COMPARTMENT_DESIGNS = ("rebound_rich",)
 #: the drug of the structure study: its model cites two-compartment priors (V2/V, Q)
 STUDY_DRUG = "lithium"
+#: a two-compartment case of the study shows a rebound: its true level 2 h after the end of
+#: the session at least this much above the level at the end
+REBOUND_MIN = 0.10
 
 
 def structure_study(
@@ -419,7 +435,9 @@ def structure_study(
     structure PSIS-LOO prefers.
 
     Cases of each design of :data:`REBOUND_DESIGNS` are simulated with two compartments (true
-    parameters from the drug model's priors, :data:`STUDY_DRUG`), and ``one_compartment`` cases
+    parameters from the drug model's priors, :data:`STUDY_DRUG`, drawn again until the case
+    shows a rebound of at least :data:`REBOUND_MIN` 2 h after its session, :func:`rebound`:
+    the cases where one compartment is wrong), and ``one_compartment`` cases
     of :data:`ONE_COMPARTMENT_DESIGNS` with one; every case is fitted with both structures
     (first-order absorption, as simulated) and the fits compared by
     :func:`~dialyzability.results.compare.compare_fits`.
@@ -442,13 +460,22 @@ def structure_study(
              for i in range(one_compartment)]  # fmt: skip
     rows = []
     for i, (kind, true_structure) in enumerate(plan):
-        case_seed = seed + i
-        raw, truth = simulate_case(
-            kind, case_seed, drug=STUDY_DRUG, structure=Structure(true_structure)
-        )
+        for attempt in range(1000):
+            case_seed = seed + i + 10_000 * attempt
+            raw, truth = simulate_case(
+                kind, case_seed, drug=STUDY_DRUG, structure=Structure(true_structure)
+            )
+            if true_structure == "one-compartment" or rebound(raw, truth) >= REBOUND_MIN:
+                break
         case = parse_case(raw, raw["id"])
         truths = {"ratio": truth.ratio, "cl_renal": truth.cl_renal, "cl_ectr": truth.cl_ectr["HD"]}
-        row = {"design": kind, "seed": case_seed, "truth": true_structure, "fits": {}}
+        row = {
+            "design": kind,
+            "seed": case_seed,
+            "truth": true_structure,
+            "rebound": rebound(raw, truth),
+            "fits": {},
+        }
         fits = {}
         for disposition in DISPOSITIONS:
             result = fit(
