@@ -68,7 +68,7 @@ def macro_rates(k10, k12, k21):
 
     β written as 2 k10 k21 / (s + √d), free of cancellation when β ≪ α (Gibaldi M, Perrier D.
     Pharmacokinetics, 2nd ed., 1982, ch. 2). Without exchange (k12 = 0) they are k10 and k21,
-    the larger first. Arrays welcome.
+    the larger first. Numbers, numpy arrays or xarray DataArrays (their labels kept).
 
     Examples
     --------
@@ -78,7 +78,6 @@ def macro_rates(k10, k12, k21):
     >>> [round(float(x), 6) for x in macro_rates(0.2, 0.3, 0.1)]
     [0.564575, 0.035425]
     """
-    k10, k12, k21 = (np.asarray(x, dtype=float) for x in (k10, k12, k21))
     s = k10 + k12 + k21
     root = np.sqrt((k10 + k12 - k21) ** 2 + 4.0 * k12 * k21)
     return 0.5 * (s + root), 2.0 * k10 * k21 / (s + root)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dialyzability.pk.structure import macro_rates
+
 #: the credible-interval policy: highest-density interval of this probability, everywhere
 HDI_PROB = 0.95
 
@@ -89,9 +91,7 @@ def _rates(post, cl):
     if not _two(post):
         return None, cl / post["volume"]
     v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
-    s = cl / v1 + q / v1 + q / v2
-    root = np.sqrt((cl / v1 + q / v1 - q / v2) ** 2 + 4 * (q / v1) * (q / v2))
-    return 0.5 * (s + root), 2 * (cl / v1) * (q / v2) / (s + root)
+    return macro_rates(cl / v1, q / v1, q / v2)
 
 
 def _terminal_half_life(post, cl):
