@@ -130,6 +130,8 @@ _ADJ_A, _ADJ_G, _ADJ_INTEGRAL = 13, 14, 15
 # Rows of the int work array: the event at each grid point, the grid point of each event, and
 # the number of the case's sessions (mask True) followed by their modalities.
 _ORDER, _POS, _SESSIONS = 0, 1, 2
+#: the float rows that :func:`place_case` fills
+_PLACE_ROWS = (_GRID, _G_IN, _A_IN, _S_LO, _S_HI, _S_CL)
 
 
 @numba.njit(cache=True)
@@ -142,6 +144,56 @@ def _work(times, design, reverse):
     return np.empty((3, n_cases, width), np.int64), np.empty((rows, n_cases, width))
 
 
+@numba.njit(cache=True, inline="always")
+def place_case(c, times, cl_ectr, f, a0, dose_amount, design, iw, w, rows):
+    """The start of a forward pass for case ``c``, shared by the one- and two-compartment
+    kernels: its sessions listed (start, end, CL_ECTR; their number and modalities in the int
+    rows), its events sorted by insertion (stable, ties in event order, NaN last: the
+    permutation of ``np.argsort(kind="mergesort")``) and its inputs placed on the grid (oral
+    doses times F into the gut row, iv doses and ``a0`` into the body row). ``rows`` names the
+    float rows (grid, gut inputs, body inputs, session start, end and CL_ECTR); the int rows
+    are :data:`_ORDER`, :data:`_POS` and :data:`_SESSIONS` in both. Returns the number of
+    sessions."""
+    grid, g_in, a_in, s_lo, s_hi, s_cl = rows
+    dose_event, dose_oral, s_start, s_end, s_mod, s_mask, _, _, init = design
+    n = times.shape[1]
+    n_s = 0
+    for s in range(s_start.shape[1]):
+        if s_mask[c, s]:
+            w[s_lo, c, n_s] = times[c, s_start[c, s]]
+            w[s_hi, c, n_s] = times[c, s_end[c, s]]
+            w[s_cl, c, n_s] = cl_ectr[c, s_mod[c, s]]
+            iw[_SESSIONS, c, n_s + 1] = s_mod[c, s]
+            n_s += 1
+    iw[_SESSIONS, c, 0] = n_s
+    for i in range(n):
+        x = times[c, i]
+        j = i - 1
+        while j >= 0:
+            y = w[grid, c, j]
+            if x < y or (y != y and x == x):  # numpy's float less-than (NaN last)
+                w[grid, c, j + 1] = y
+                iw[_ORDER, c, j + 1] = iw[_ORDER, c, j]
+                j -= 1
+            else:
+                break
+        w[grid, c, j + 1] = x
+        iw[_ORDER, c, j + 1] = i
+    for p in range(n):
+        iw[_POS, c, iw[_ORDER, c, p]] = p
+        w[g_in, c, p] = 0.0
+        w[a_in, c, p] = 0.0
+    for d in range(dose_event.shape[1]):
+        p = iw[_POS, c, dose_event[c, d]]
+        if dose_oral[c, d]:
+            w[g_in, c, p] += f[c] * dose_amount[c, d]
+        else:
+            w[a_in, c, p] += dose_amount[c, d]
+    if init[c] >= 0:
+        w[a_in, c, iw[_POS, c, init[c]]] += a0[c]
+    return n_s
+
+
 @numba.njit(cache=True)
 def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, design, iw, w):
     """Forward pass of every case into the work arrays of :func:`_work`.
@@ -151,45 +203,9 @@ def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, design, iw
     grid, then one pass over the intervals. One loop over the cases with element indexing only:
     no array views or array-valued calls per case, whose reference counting would cost more
     than the arithmetic."""
-    dose_event, dose_oral, s_start, s_end, s_mod, s_mask, _, _, init = design
     n_cases, n = times.shape
-    n_doses = dose_event.shape[1]
-    n_sessions = s_start.shape[1]
     for c in range(n_cases):
-        n_s = 0
-        for s in range(n_sessions):
-            if s_mask[c, s]:
-                w[_S_LO, c, n_s] = times[c, s_start[c, s]]
-                w[_S_HI, c, n_s] = times[c, s_end[c, s]]
-                w[_S_CL, c, n_s] = cl_ectr[c, s_mod[c, s]]
-                iw[_SESSIONS, c, n_s + 1] = s_mod[c, s]
-                n_s += 1
-        iw[_SESSIONS, c, 0] = n_s
-        for i in range(n):
-            x = times[c, i]
-            j = i - 1
-            while j >= 0:
-                y = w[_GRID, c, j]
-                if x < y or (y != y and x == x):  # numpy's float less-than (NaN last)
-                    w[_GRID, c, j + 1] = y
-                    iw[_ORDER, c, j + 1] = iw[_ORDER, c, j]
-                    j -= 1
-                else:
-                    break
-            w[_GRID, c, j + 1] = x
-            iw[_ORDER, c, j + 1] = i
-        for p in range(n):
-            iw[_POS, c, iw[_ORDER, c, p]] = p
-            w[_G_IN, c, p] = 0.0
-            w[_A_IN, c, p] = 0.0
-        for d in range(n_doses):
-            p = iw[_POS, c, dose_event[c, d]]
-            if dose_oral[c, d]:
-                w[_G_IN, c, p] += f[c] * dose_amount[c, d]
-            else:
-                w[_A_IN, c, p] += dose_amount[c, d]
-        if init[c] >= 0:
-            w[_A_IN, c, iw[_POS, c, init[c]]] += a0[c]
+        n_s = place_case(c, times, cl_ectr, f, a0, dose_amount, design, iw, w, _PLACE_ROWS)
         if n == 0:
             continue
         v, cl_c, ka_c = volume[c], cl[c], ka[c]

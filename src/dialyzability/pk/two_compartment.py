@@ -73,7 +73,7 @@ import numba
 import numpy as np
 
 from dialyzability.design import BatchDesign
-from dialyzability.pk.kernel import _design_arrays
+from dialyzability.pk.kernel import _ORDER, _POS, _SESSIONS, _design_arrays, place_case
 
 #: the scaled, shifted matrix 2^-s (N dt - mu I) has infinity norm at most this (kernel)
 _THETA = 0.5
@@ -565,9 +565,9 @@ _GRID, _G_IN, _A_IN, _GUT, _CENTRAL, _PERIPHERAL, _K, _INTEGRAL = range(8)
 _S_LO, _S_HI, _S_CL = 8, 9, 10
 _ROWS = 11
 _ADJ_G, _ADJ_A1, _ADJ_A2, _ADJ_INTEGRAL = 11, 12, 13, 14
-# Rows of the int work array: the event at each grid point, the grid point of each event, and
-# the number of the case's sessions (mask True) followed by their modalities.
-_ORDER, _POS, _SESSIONS = 0, 1, 2
+# The int work array's rows are the one-compartment kernel's (_ORDER, _POS, _SESSIONS).
+#: the float rows that :func:`~dialyzability.pk.kernel.place_case` fills
+_PLACE_ROWS = (_GRID, _G_IN, _A_IN, _S_LO, _S_HI, _S_CL)
 
 
 @numba.njit(cache=True)
@@ -590,45 +590,9 @@ def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, des
     """Forward pass of every case into the work arrays of :func:`_work`: sessions listed,
     events sorted by insertion (stable, ties in event order, NaN last), inputs placed on the
     grid, then one matrix exponential per interval (none for a zero-length one: the identity)."""
-    dose_event, dose_oral, s_start, s_end, s_mod, s_mask, _, _, init = design
     n_cases, n = times.shape
-    n_doses = dose_event.shape[1]
-    n_sessions = s_start.shape[1]
     for c in range(n_cases):
-        n_s = 0
-        for s in range(n_sessions):
-            if s_mask[c, s]:
-                w[_S_LO, c, n_s] = times[c, s_start[c, s]]
-                w[_S_HI, c, n_s] = times[c, s_end[c, s]]
-                w[_S_CL, c, n_s] = cl_ectr[c, s_mod[c, s]]
-                iw[_SESSIONS, c, n_s + 1] = s_mod[c, s]
-                n_s += 1
-        iw[_SESSIONS, c, 0] = n_s
-        for i in range(n):
-            x = times[c, i]
-            j = i - 1
-            while j >= 0:
-                y = w[_GRID, c, j]
-                if x < y or (y != y and x == x):  # numpy's float less-than (NaN last)
-                    w[_GRID, c, j + 1] = y
-                    iw[_ORDER, c, j + 1] = iw[_ORDER, c, j]
-                    j -= 1
-                else:
-                    break
-            w[_GRID, c, j + 1] = x
-            iw[_ORDER, c, j + 1] = i
-        for p in range(n):
-            iw[_POS, c, iw[_ORDER, c, p]] = p
-            w[_G_IN, c, p] = 0.0
-            w[_A_IN, c, p] = 0.0
-        for d in range(n_doses):
-            p = iw[_POS, c, dose_event[c, d]]
-            if dose_oral[c, d]:
-                w[_G_IN, c, p] += f[c] * dose_amount[c, d]
-            else:
-                w[_A_IN, c, p] += dose_amount[c, d]
-        if init[c] >= 0:
-            w[_A_IN, c, iw[_POS, c, init[c]]] += a0[c]
+        n_s = place_case(c, times, cl_ectr, f, a0, dose_amount, design, iw, w, _PLACE_ROWS)
         if n == 0:
             continue
         v, cl_c, ka_c = volume[c], cl[c], ka[c]
