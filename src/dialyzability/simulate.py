@@ -19,9 +19,9 @@ Designs (``DESIGNS``):
   effluent concentrations sampled during it; no urine, no effluent total (CL_ECTR is known to
   the data only through C_E = CL_ECTR · C_p / Q_E);
 * ``blood``: as ``rich`` with every level measured in whole blood (C_blood = B:P · C_p);
-* ``rebound_rich``: dose, eight levels (two before the session, one during it, five after,
-  the first 2 h after its end: what a rebound needs), a 24-h urine collection, one HD session
-  with its recovery;
+* ``rebound_rich``: dose, twelve levels (two before the session, hourly during it and for the
+  first two hours after it, then 4 h and 6 h after it, and at 36 h and 48 h: what a rebound
+  needs), a 24-h urine collection, one HD session with its recovery;
 * ``rebound_sparse``: one level before the session, one at its end, one 4 h later; urine and
   the session's recovery.
 """
@@ -177,7 +177,8 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
             c["matrix"] = "blood"
     elif kind in ("rebound_rich", "rebound_sparse"):
         end = hd_start + 4
-        after = (4, hd_start - 1, hd_start + 2, end, end + 2, end + 6, 36, 48)
+        after = (4, hd_start - 1, hd_start + 1, hd_start + 2, hd_start + 3, end)
+        after += (end + 1, end + 2, end + 4, end + 6, 36, 48)
         if kind == "rebound_sparse":
             after = (hd_start - 1, end, end + 4)
         base["concentrations"] = [{"time_h": t, "value": "1 mg/L"} for t in after]
