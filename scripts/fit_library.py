@@ -4,8 +4,8 @@
 
 By default the cases are those of ``data/cases/``. Each row: case, drug, the posterior median
 of the ratio CL_ECTR / CL_R (first modality) with its 95 % HDI and P(ratio > 1), max R-hat, min
-bulk ESS and the number of divergences, and whether the fit passed the convergence gate. A case
-without a session has no ratio ("-").
+bulk ESS and the number of divergences, whether the fit passed the convergence gate, and the
+structural model (the drug model's default). A case without a session has no ratio ("-").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dialyzability.results.quantities import name_of
 
 HEADER = (
     f"{'case':<32} {'drug':<12} {'ratio':>8}  {'95 % HDI':<21} {'P(>1)':>5}  "
-    f"{'R-hat max':>9} {'ESS min':>7} {'div':>4}  gate"
+    f"{'R-hat max':>9} {'ESS min':>7} {'div':>4}  {'gate':<13} structure"
 )
 
 
@@ -40,7 +40,7 @@ def row(case, seed: int) -> str:
     gate = "ok" if d.converged else "NOT CONVERGED"
     return (
         f"{case.id:<32} {case.drug:<12} {ratio}  {d.r_hat_max:>9.3f} {d.ess_bulk_min:>7.0f} "
-        f"{d.divergences:>4}  {gate}"
+        f"{d.divergences:>4}  {gate:<13} {result.structure.name}"
     )
 
 
@@ -61,7 +61,7 @@ def main() -> int:
         failed = 0
         for case in cases:
             line = row(case, args.seed)
-            failed += line.endswith("NOT CONVERGED")
+            failed += "NOT CONVERGED" in line
             print(line, flush=True)
     print(f"\n{len(cases)} cases, {failed} not converged")
     return 1 if failed else 0
