@@ -338,3 +338,36 @@ def test_outputs_of_a_two_compartment_fit(tmp_path):
     assert "Structural model: two compartments, dual (fast and slow) absorption." in text
     assert "After each session: rebound and what is left" in text
     assert "peripheral amount at its end (mg)" in text
+
+
+@pytest.mark.parametrize("backend", ["numpy", "kernel"])
+def test_a_body_burden_without_dose_starts_on_the_terminal_phase(backend):
+    # a chronically poisoned patient: a0 split A2/A1 = k12/(k21 − β), so that off ECTR the level
+    # falls mono-exponentially at β from the start, C(t) = C(0) e^(−βt) (no distribution phase)
+    from dialyzability.design import Design
+
+    design = Design(n_events=4, samples=(1, 2, 3), windows=((0, 3),), initial_event=0)
+    times = np.array([[0.0, 0.0, 5.0, 30.0]])
+    p = {
+        "volume": np.array([60.0]), "cl": np.array([2.0]), "cl_ectr": np.zeros((1, 1)),
+        "ka": np.array([1.0]), "bioavailability": np.array([1.0]), "a0": np.array([900.0]),
+        "fraction_peripheral": np.array([0.6]), "cl_intercompartmental": np.array([1.5]),
+    }  # fmt: skip
+    structure = Structure("two-compartment")
+    v1, v2 = 24.0, 36.0
+    _, beta = macro_rates(2.0 / v1, 1.5 / v1, 1.5 / v2)
+    share = 1 / (1 + (1.5 / v1) / (1.5 / v2 - beta))
+    expected = 900.0 * share / v1 * np.exp(-beta * times[0, 1:])
+    batch = BatchDesign.stack([design])
+    if backend == "numpy":
+        conc = structure.solve(times, batch, p).conc
+    else:
+        import pytensor
+        import pytensor.tensor as pt
+
+        p["dose_amount"] = np.zeros((1, 1))
+        sym = {k: pt.constant(v) for k, v in p.items()}
+        conc = pytensor.function(
+            [], structure.solve(pt.constant(times), batch, sym, "kernel")["conc"]
+        )()
+    np.testing.assert_allclose(conc[0], expected, rtol=1e-10)

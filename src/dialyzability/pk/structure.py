@@ -68,7 +68,8 @@ def macro_rates(k10, k12, k21):
 
     β written as 2 k10 k21 / (s + √d), free of cancellation when β ≪ α (Gibaldi M, Perrier D.
     Pharmacokinetics, 2nd ed., 1982, ch. 2). Without exchange (k12 = 0) they are k10 and k21,
-    the larger first. Numbers, numpy arrays or xarray DataArrays (their labels kept).
+    the larger first. Numbers, numpy arrays, xarray DataArrays (their labels kept) or PyTensor
+    tensors.
 
     Examples
     --------
@@ -79,7 +80,7 @@ def macro_rates(k10, k12, k21):
     [0.564575, 0.035425]
     """
     s = k10 + k12 + k21
-    root = np.sqrt((k10 + k12 - k21) ** 2 + 4.0 * k12 * k21)
+    root = ((k10 + k12 - k21) ** 2 + 4.0 * k12 * k21) ** 0.5
     return 0.5 * (s + root), 2.0 * k10 * k21 / (s + root)
 
 
@@ -153,7 +154,22 @@ class Structure:
         phi = params["fraction_peripheral"]
         return params["volume"] * (1.0 - phi), params["volume"] * phi
 
-    def routes(self, params: dict, xp=np) -> list[tuple[object, object, bool]]:
+    def split_burden(self, params: dict, xp=np):
+        """The latent body burden ``a0`` of a case without a dose, (C,), split between the
+        central and the peripheral compartment as on the terminal phase off ECTR, (C, 2):
+        A2 / A1 = k12 / (k21 − β) (the eigenvector of β; a chronically poisoned patient is at
+        distribution equilibrium, not just dosed into the plasma; Gibaldi M, Perrier D.
+        Pharmacokinetics, 2nd ed., 1982, ch. 2). The same start as the 6-h removal of the
+        quantities registry."""
+        v1, v2 = self.volumes(params)
+        q = params["cl_intercompartmental"]
+        k12, k21 = q / v1, q / v2
+        _, beta = macro_rates(params["cl"] / v1, k12, k21)
+        central = 1.0 / (1.0 + k12 / (k21 - beta))
+        a0 = params["a0"]
+        return xp.stack([a0 * central, a0 * (1.0 - central)], axis=-1)
+
+    def routes(self, params: dict) -> list[tuple[object, object, bool]]:
         """The absorption routes as (bioavailability, ka, with the iv doses and a0): one, or
         for dual absorption the fast route (with the iv doses) and the slow one (oral only)."""
         f, ka = params["bioavailability"], params["ka"]
@@ -169,10 +185,8 @@ class Structure:
             return times
         oral = np.zeros((design.n_cases, design.n_events))
         for c in range(design.n_cases):
-            for event, is_oral, amount in zip(
-                design.dose_event[c], design.dose_oral[c], design.dose_amount[c], strict=True
-            ):
-                if is_oral and amount > 0:
+            for event, is_oral in zip(design.dose_event[c], design.dose_oral[c], strict=True):
+                if is_oral:  # padding doses are not oral
                     oral[c, event] = 1.0
         return times + params["lag"][:, None] * oral
 
@@ -212,9 +226,14 @@ class Structure:
         times = self.shifted(times, design, params)
         oral = design.dose_oral.astype(float)
         parts = []
-        for f, ka, with_iv in self.routes(params, xp):
-            a0 = params["a0"] if with_iv else 0.0 * params["a0"]
-            args = dict(volume=v1, cl=params["cl"], cl_ectr=params["cl_ectr"], ka=ka, f=f, a0=a0)
+        a0 = params["a0"]
+        if self.compartments == 2:
+            a0 = self.split_burden(params, xp)
+        for f, ka, with_iv in self.routes(params):
+            route_a0 = a0 if with_iv else 0.0 * a0
+            args = dict(
+                volume=v1, cl=params["cl"], cl_ectr=params["cl_ectr"], ka=ka, f=f, a0=route_a0
+            )
             if self.compartments == 2:
                 args |= dict(q=params["cl_intercompartmental"], v2=v2)
             if backend == "kernel":

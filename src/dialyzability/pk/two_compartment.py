@@ -9,7 +9,8 @@ The system (Gibaldi M, Perrier D. Pharmacokinetics, 2nd ed., 1982, ch. 2):
     k10(t) = (CL + sum of CL_ECTR of the sessions running at t) / V1,
     k12 = Q / V1,  k21 = Q / V2                     (V in L, CL and Q in L/h, t in h)
 
-Oral doses add F·dose to G; intravenous doses and the latent body burden a0 add to A1. The
+Oral doses add F·dose to G; intravenous doses add to A1; the latent body burden of a case without
+a dose, a0 = (its central part, its peripheral part), to A1 and A2. The
 events (doses, session starts and ends, window limits, samples) are those of the one-compartment
 kinetics (:mod:`dialyzability.pk.closed_form`), with the same semantics: sorted stably (ties in
 event order), the rate of an interval decided at its midpoint, a sample reading the state after
@@ -157,7 +158,10 @@ def solve_batch(
     bioavailability
         (C,) oral bioavailability F.
     a0
-        (C,) latent amount (mg) added to the central compartment at ``design.initial_event``.
+        (C, 2) latent amounts (mg) added to the central and the peripheral compartment at
+        ``design.initial_event`` (a body burden at distribution equilibrium is split between
+        them: :meth:`~dialyzability.pk.structure.Structure.solve`); (C,) for the central one
+        only.
     q
         (C,) intercompartmental clearance Q (L/h).
     v2
@@ -176,6 +180,8 @@ def solve_batch(
     volume, cl, ka, f, a0, q, v2 = (
         np.asarray(x, dtype=float) for x in (volume, cl, ka, bioavailability, a0, q, v2)
     )
+    if a0.ndim == 1:
+        a0 = np.stack([a0, np.zeros_like(a0)], axis=-1)
     cl_ectr = np.asarray(cl_ectr, dtype=float)
     doses = np.asarray(design.dose_amount if dose_amount is None else dose_amount, dtype=float)
     n_cases, n = times.shape
@@ -213,7 +219,9 @@ def solve_batch(
     np.add.at(a_in, (np.broadcast_to(rows, dose_pos.shape), dose_pos), np.where(oral, 0.0, doses))
     has_a0 = design.initial_event >= 0
     init_pos = pos[np.arange(n_cases), np.maximum(design.initial_event, 0)]
-    np.add.at(a_in, (np.arange(n_cases), init_pos), np.where(has_a0, a0, 0.0))
+    np.add.at(a_in, (np.arange(n_cases), init_pos), np.where(has_a0, a0[:, 0], 0.0))
+    p_in = np.zeros((n_cases, n))
+    np.add.at(p_in, (np.arange(n_cases), init_pos), np.where(has_a0, a0[:, 1], 0.0))
 
     k12 = (q / volume)[:, None]
     k21 = (q / v2)[:, None]
@@ -221,7 +229,7 @@ def solve_batch(
     state = np.zeros((n_cases, n, 3))
     integral = np.zeros((n_cases, max(n - 1, 0)))
     x = np.zeros((n_cases, 4))
-    x[:, 0], x[:, 1] = g_in[:, 0], a_in[:, 0]
+    x[:, 0], x[:, 1], x[:, 2] = g_in[:, 0], a_in[:, 0], p_in[:, 0]
     state[:, 0] = x[:, :3]
     for p in range(1, n):
         x_end = np.einsum("cij,cj->ci", e[:, p - 1], x)
@@ -229,6 +237,7 @@ def solve_batch(
         x = x_end.copy()
         x[:, 0] += g_in[:, p]
         x[:, 1] += a_in[:, p]
+        x[:, 2] += p_in[:, p]
         x[:, 3] = 0.0
         state[:, p] = x[:, :3]
 
@@ -591,16 +600,21 @@ def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, des
     events sorted by insertion (stable, ties in event order, NaN last), inputs placed on the
     grid, then one matrix exponential per interval (none for a zero-length one: the identity)."""
     n_cases, n = times.shape
+    init = design[8]
+    a0_central = np.ascontiguousarray(a0[:, 0])
     for c in range(n_cases):
-        n_s = place_case(c, times, cl_ectr, f, a0, dose_amount, design, iw, w, _PLACE_ROWS)
+        n_s = place_case(
+            c, times, cl_ectr, f, a0_central, dose_amount, design, iw, w, _PLACE_ROWS
+        )
         if n == 0:
             continue
         v, cl_c, ka_c = volume[c], cl[c], ka[c]
         k12 = q[c] / v
         k21 = q[c] / v2[c]
+        at0 = iw[_POS, c, init[c]] if init[c] >= 0 else -1  # where a0 enters
         g = w[_G_IN, c, 0]
         a1 = w[_A_IN, c, 0]
-        a2 = 0.0
+        a2 = a0[c, 1] if at0 == 0 else 0.0
         w[_GUT, c, 0] = g
         w[_CENTRAL, c, 0] = a1
         w[_PERIPHERAL, c, 0] = a2
@@ -632,6 +646,8 @@ def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, des
                 g, a1, a2 = g_end, a1_end, a2_end
             g += w[_G_IN, c, p]
             a1 += w[_A_IN, c, p]
+            if p == at0:
+                a2 += a0[c, 1]
             w[_GUT, c, p] = g
             w[_CENTRAL, c, p] = a1
             w[_PERIPHERAL, c, p] = a2
@@ -681,7 +697,7 @@ def backward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, 
     g_ectr = np.zeros_like(cl_ectr)
     g_ka = np.empty(n_cases)
     g_f = np.empty(n_cases)
-    g_a0 = np.empty(n_cases)
+    g_a0 = np.zeros_like(a0)
     g_dose = np.empty_like(dose_amount)
     g_q = np.empty(n_cases)
     g_v2 = np.empty(n_cases)
@@ -693,6 +709,7 @@ def backward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, 
         k12 = q[c] / v
         k21 = q[c] / v2[c]
         n_s = iw[_SESSIONS, c, 0]
+        at0 = iw[_POS, c, init[c]] if init[c] >= 0 else -1
         for p in range(n):
             w[_ADJ_G, c, p] = 0.0
             w[_ADJ_A1, c, p] = 0.0
@@ -729,7 +746,7 @@ def backward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, 
             x2 = w[_PERIPHERAL, c, j]
             e0 = w[_GUT, c, p] - w[_G_IN, c, p]
             e1 = w[_CENTRAL, c, p] - w[_A_IN, c, p]
-            e2 = w[_PERIPHERAL, c, p]
+            e2 = w[_PERIPHERAL, c, p] - (a0[c, 1] if p == at0 else 0.0)
             # d/d dt of lambda^T expm(N dt) x_start = lambda^T N x_end
             g_dt = (
                 l0 * (-ka_c * e0)
@@ -794,7 +811,9 @@ def backward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, 
             else:
                 g_dose[c, d] = w[_ADJ_A1, c, p]
         g_f[c] = g_fc
-        g_a0[c] = w[_ADJ_A1, c, iw[_POS, c, init[c]]] if init[c] >= 0 else 0.0
+        if at0 >= 0:
+            g_a0[c, 0] = w[_ADJ_A1, c, at0]
+            g_a0[c, 1] = w[_ADJ_A2, c, at0]
     return g_times, g_volume, g_cl, g_ectr, g_ka, g_f, g_a0, g_dose, g_q, g_v2
 
 
@@ -892,7 +911,8 @@ def _op_classes():
 def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2):
     """``conc`` (C, L) mg/L and ``auc`` (C, W) mg·h/L of :func:`solve_batch` as one PyTensor
     node (tensors in, tensors out; shapes as in :func:`solve_batch`, ``dose_amount`` (C, D)
-    padded like ``design``; ``volume`` is V1 (L), ``q`` Q (L/h), ``v2`` V2 (L)), with its
+    padded like ``design``; ``volume`` is V1 (L), ``q`` Q (L/h), ``v2`` V2 (L), ``a0`` (C, 2)
+    the latent amounts (mg) put in the central and the peripheral compartment), with its
     gradient with respect to every input (:func:`backward`)."""
     op_class, _ = _op_classes()
     op = op_class(_design_arrays(design), design.n_cases)
