@@ -14,7 +14,7 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import gammaln
 
-from dialyzability.design import ObservationKind, Observations
+from dialyzability.design import LOG_LIKELIHOOD, ObservationKind, Observations
 from dialyzability.model import observations as O
 
 NU, S = 4.0, 0.5
@@ -171,7 +171,7 @@ def synthetic_fit(batch, shift: float, seed: int, spread: float = 0.05, chains=2
     censored = {"level_below_lloq": (("level",), batch.levels.censored)}
     idata = az.InferenceData(
         posterior=group(post),
-        log_likelihood=group(loglik),
+        log_likelihood=group(loglik).assign_attrs(pointwise=LOG_LIKELIHOOD),
         posterior_predictive=group(pred_y),
         observed_data=group(observed, False),
         constant_data=group(censored, False),
@@ -378,3 +378,13 @@ def test_relative_efficiency_ignores_a_variable_with_nan_draws(rich_batch):
     broken[0, 0] = np.nan
     fit.posterior["never_below"] = (("chain", "draw", "urine"), broken)
     assert np.isfinite(relative_eff(fit)) and 0 < relative_eff(fit) < 2
+
+
+def test_a_fit_with_the_older_log_likelihood_is_refused(free_fit):
+    from dialyzability.results.compare import CompareError, compare_fits
+
+    lee = free_fit("lee")
+    old = lee.idata.copy()
+    old.log_likelihood.attrs.pop("pointwise")
+    with pytest.raises(CompareError, match="saved before its log-likelihood"):
+        compare_fits({"new": lee.idata, "old": old})

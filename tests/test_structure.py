@@ -371,3 +371,32 @@ def test_a_body_burden_without_dose_starts_on_the_terminal_phase(backend):
             [], structure.solve(pt.constant(times), batch, sym, "kernel")["conc"]
         )()
     np.testing.assert_allclose(conc[0], expected, rtol=1e-10)
+
+
+def test_a_fit_saved_before_the_structures_loads_as_one_compartment(tmp_path):
+    # the drug model saved without the structures' priors and the configuration without a
+    # structure, as fits of earlier versions are: it loads, and reads as one compartment
+    import json
+
+    from dialyzability.io.case import load_case
+    from dialyzability.results.fit import Fit, _digest
+    from tests.conftest import LEE, nuts_free_fit
+
+    fit = nuts_free_fit([load_case(LEE)], seed=6, draws=100, structure=Structure())
+    before = fit.summary().to_json()
+    attrs = fit.idata.attrs
+    drug = json.loads(attrs["drug_model"])
+    for name in ("fraction_peripheral", "cl_intercompartmental", "lag", "ka_slow", "fraction_slow"):
+        del drug["priors"][name]
+    del drug["structure"]
+    config = json.loads(attrs["config"])
+    del config["structure"]
+    attrs["drug_model"], attrs["config"] = json.dumps(drug), json.dumps(config)
+    attrs["config_hash"] = _digest(dict(attrs))
+    fit.save(tmp_path)
+    old = Fit.load(tmp_path)
+    assert old.structure == Structure()
+    assert old.drug.priors.lag.origin == "default.toml"
+    after = old.summary().to_json()
+    assert after["quantities"] == before["quantities"]
+    assert after["verdict"] == before["verdict"]

@@ -401,6 +401,10 @@ def tau_name(parameter: str) -> str:
 
 #: suffix of the sampler's own coordinates (standardised or whitened); never reported
 RAW = "_raw"
+#: what the ``log_likelihood`` group of a fit holds (its attribute ``pointwise``): per observation
+#: log p(y_i | y_-i, θ) of the integrated Student-t error model (Bürkner PC, Gabry J, Vehtari A,
+#: Comput Stat 2021;36:1243-1261; :mod:`dialyzability.model.observations`), what PSIS-LOO needs
+LOG_LIKELIHOOD = "leave-one-out conditional, Student-t error (Burkner et al. 2021)"
 
 
 def _pad(rows: list[list], fill, dtype) -> np.ndarray:

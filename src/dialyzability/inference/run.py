@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dialyzability.design import OBSERVATIONS, RAW, Batch, make_batch
+from dialyzability.design import LOG_LIKELIHOOD, OBSERVATIONS, RAW, Batch, make_batch
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
 from dialyzability.model.observations import draws
@@ -180,7 +180,7 @@ def complete(idata, batch: Batch, prior, seed: int):
         prior=prior,
         observed_data=group(observed),
         constant_data=group(constant),
-        log_likelihood=group(loglik, posterior),
+        log_likelihood=group(loglik, posterior).assign_attrs(pointwise=LOG_LIKELIHOOD),
         posterior_predictive=group(post_pred, posterior),
         prior_predictive=group(prior_pred, prior),
     )

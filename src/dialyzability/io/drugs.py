@@ -251,6 +251,23 @@ class DrugModel(_Strict):
     overrides: str | None = None
     defaults: str | None = None
 
+    @classmethod
+    def from_saved(cls, text: str) -> DrugModel:
+        """The drug model a fit saved (its JSON). A fit saved before a prior existed (the
+        structures' priors) gets that prior from the shipped ``default.toml``, tagged as such:
+        its fit did not use it, and its structure is one compartment with first-order
+        absorption."""
+        import json
+
+        saved = json.loads(text)
+        missing = [name for name in Priors.model_fields if name not in saved["priors"]]
+        if missing:
+            default = load_drug("default").priors
+            for name in missing:
+                prior = getattr(default, name).model_copy(update={"origin": "default.toml"})
+                saved["priors"][name] = prior.model_dump()
+        return cls.model_validate(saved)
+
     def provenance(self) -> str:
         """Which file the model came from, e.g. "drug model: /path/x.toml (overrides the shipped
         x.toml)"; for a user file also the defaults it was merged with."""

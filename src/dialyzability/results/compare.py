@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dialyzability.design import LOG_LIKELIHOOD
+
 #: the best fit is preferred when its elpd exceeds the next best's by more than this many SE
 SE_THRESHOLD = 2.0
 #: Pareto k above which PSIS-LOO is unreliable for an observation (Vehtari et al. 2017)
@@ -169,6 +171,11 @@ def check_same_observations(fits: dict) -> None:
     for name in names:
         if "log_likelihood" not in fits[name].groups():
             raise CompareError(f"fit {name} has no log_likelihood group")
+        if fits[name].log_likelihood.attrs.get("pointwise") != LOG_LIKELIHOOD:
+            raise CompareError(
+                f"fit {name} was saved before its log-likelihood was the leave-one-out one "
+                "that PSIS-LOO needs: fit it again to compare it"
+            )
     first = names[0]
     ids, observations = _case_ids(fits[first]), _observations(fits[first])
     for name in names[1:]:

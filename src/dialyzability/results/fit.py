@@ -603,7 +603,7 @@ class Fit:
             raise ValueError(
                 f"{path}: its attributes do not match their hash (altered, or not a fit)"
             )
-        drug = DrugModel.model_validate_json(attrs["drug_model"])
+        drug = DrugModel.from_saved(attrs["drug_model"])
         sources = json.loads(attrs["case_sources"])
         cases = [
             parse_case(raw, source)
