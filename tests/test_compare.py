@@ -201,8 +201,9 @@ def test_the_fit_that_predicts_the_data_is_preferred(rich_batch):
     assert row["elpd_diff"] > SE_THRESHOLD * row["dse"] > 0
     assert result.sentence.startswith(
         f"The data prefer good: elpd difference {row['elpd_diff']:.1f} (SE {row['dse']:.1f}) "
-        f"over bad, {row['elpd_diff'] / row['dse']:.1f} SE."
+        f"over bad, {row['elpd_diff'] / row['dse']:.1f} SE, from 7 observations."
     )
+    assert "small" not in result.sentence  # a difference of more than 4
     assert "unreliable" not in result.sentence
     # every observation counts: 5 levels, a urine and an effluent amount
     for r in result.rows():

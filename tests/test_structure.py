@@ -272,7 +272,7 @@ def test_half_lives_of_two_compartments_by_hand():
     assert math.isclose(off, math.log(2) / 0.0354249, rel_tol=1e-5)
     assert math.isclose(alpha, math.log(2) / 0.5645751, rel_tol=1e-6)
     # on ECTR k10 = 10 / 10 = 1: s = 1.4, d = 1.2² + 0.12 = 1.56, β = 2 · 0.1 / (1.4 + √1.56)
-    on = q["thalf_on"].compute(post, "HD").item()
+    on = q["thalf_on_terminal"].compute(post, "HD").item()
     assert math.isclose(on, math.log(2) / (0.2 / (1.4 + math.sqrt(1.56))), rel_tol=1e-12)
 
 
@@ -296,6 +296,9 @@ def test_removal_in_six_hours_of_two_compartments_matches_the_ode():
 
     y = solve_ivp(rhs, (0, 6), [a1, 1 - a1, 0.0], method="DOP853", rtol=1e-12, atol=1e-14).y
     assert math.isclose(removed, 100 * y[2, -1], rel_tol=1e-9)
+    # the half-life the session shows: 6 h · ln 2 / ln(C(0) / C(6 h))
+    apparent = {x.name: x for x in REGISTRY}["thalf_on"].compute(post, "HD").item()
+    assert math.isclose(apparent, 6 * math.log(2) / math.log(a1 / y[0, -1]), rel_tol=1e-9)
     # one compartment: 100 · CL_E / CL_on · (1 − e^(−6 CL_on / V)), here V = 42 L, CL_on 10.8
     one = _posterior(volume=[42.0], cl_renal=[1.0], cl_nonrenal=[0.8], cl_ectr=[9.0])
     expected = 100 * 9.0 / 10.8 * (1 - math.exp(-6 * 10.8 / 42))

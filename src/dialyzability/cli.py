@@ -316,6 +316,9 @@ def _fit(args: argparse.Namespace) -> int:
         except ValueError as exc:  # a sampler that is not installed, a structure it cannot run
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if len(structures) > 1:  # kept as soon as it is done: a later failure loses nothing
+            done = results[structure]
+            done.save(Path(args.out) / done.structure.name)
     out = Path(args.out)
     if len(results) == 1:
         [result] = results.values()

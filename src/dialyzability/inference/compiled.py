@@ -61,6 +61,7 @@ _GRAPH_MODULES = (
     "pk/closed_form.py",
     "pk/kernel.py",
     "pk/two_compartment.py",
+    "pk/structure.py",
     "inference/compiled.py",
     "io/drugs.py",
 )

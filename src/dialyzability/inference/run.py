@@ -15,7 +15,7 @@ from dialyzability.design import LOG_LIKELIHOOD, OBSERVATIONS, RAW, Batch, make_
 from dialyzability.io.case import Case
 from dialyzability.io.drugs import DrugModel, load_drug
 from dialyzability.model.observations import draws
-from dialyzability.pk.structure import Structure
+from dialyzability.pk.structure import Structure, StructureError
 
 #: prior draws kept in the ``prior`` group
 PRIOR_DRAWS = 1000
@@ -31,7 +31,12 @@ def run(
     """Sample the model of ``cases`` under ``population`` with the settings of ``config``
     (:func:`~dialyzability.inference.sampling.sampler_config`) and return the InferenceData
     with every group of the module docstring. The batch layout is returned beside it."""
-    from dialyzability.inference.sampling import kinetics_for, sample, sample_compiled
+    from dialyzability.inference.sampling import (
+        available_sampler,
+        kinetics_for,
+        sample,
+        sample_compiled,
+    )
     from dialyzability.model.build import check_poolable
 
     drug = drug or load_drug(check_poolable(list(cases)))
@@ -39,6 +44,13 @@ def run(
     chosen = config.get("structure") or {}  # a choice left out: the drug model's default
     structure = Structure.of(drug, chosen.get("disposition"), chosen.get("absorption"))
     config["structure"] = structure.record()
+    if structure.compartments == 2 and config["sampler"] == "numpyro":
+        if config.get("sampler_requested", "auto") != "auto":
+            raise StructureError(
+                "two compartments are sampled with nutpie or PyMC's sampler; numpyro's JAX "
+                "path solves one compartment only (use --sampler nutpie or pymc)"
+            )
+        config["sampler"] = available_sampler("auto", two_compartments=True)
     built = None
     if config["sampler"] == "nutpie":
         idata = sample_compiled(batch, population, config, progressbar)

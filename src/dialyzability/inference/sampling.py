@@ -15,15 +15,18 @@ SAMPLERS: tuple[str, ...] = Sampler.__args__
 DEFAULT_SAMPLER_CONFIG = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.9}
 
 
-def available_sampler(requested: str = "auto") -> str:
+def available_sampler(requested: str = "auto", two_compartments: bool = False) -> str:
     """The NUTS backend to use: the requested one, or for ``auto`` the fastest installed
-    (nutpie, then numpyro, then PyMC's own)."""
+    (nutpie, then numpyro, then PyMC's own; numpyro's JAX path solves one compartment only, so
+    it is skipped for ``two_compartments``)."""
     if requested not in SAMPLERS:
         raise ValueError(f"unknown sampler {requested!r}; choose one of {', '.join(SAMPLERS)}")
     import importlib.util
 
     if requested == "auto":
         for name in ("nutpie", "numpyro"):
+            if name == "numpyro" and two_compartments:
+                continue
             if importlib.util.find_spec(name) is not None:
                 return name
         return "pymc"
@@ -46,6 +49,7 @@ def sampler_config(
         "tune": tune,
         "chains": chains,
         "seed": seed,
+        "sampler_requested": sampler,
         "sampler": available_sampler(sampler),
         "target_accept": target_accept,
     }

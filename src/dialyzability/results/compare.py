@@ -36,6 +36,11 @@ from dialyzability.design import LOG_LIKELIHOOD
 
 #: the best fit is preferred when its elpd exceeds the next best's by more than this many SE
 SE_THRESHOLD = 2.0
+#: an elpd difference below this is called small in the sentence, whatever its SE: with few
+#: observations or similar models the SE is unreliable (Sivula T, Magnusson M, Vehtari A.
+#: Uncertainty in Bayesian leave-one-out cross-validation based model comparison.
+#: arXiv:2008.10296, 2020)
+SMALL_DIFFERENCE = 4.0
 #: Pareto k above which PSIS-LOO is unreliable for an observation (Vehtari et al. 2017)
 PARETO_K_BAD = 0.7
 #: Pareto k above which it is counted as doubtful (slower convergence of the estimate)
@@ -318,12 +323,19 @@ def sentence(frame, pareto: dict[str, dict]) -> str:
     its SE, or that none is preferred; then the observations with Pareto k > 0.7, if any."""
     best, next_best = str(frame.index[0]), str(frame.index[1])
     diff, dse = float(frame.iloc[1]["elpd_diff"]), float(frame.iloc[1]["dse"])
+    n = next(iter(pareto.values()))["n_observations"] if pareto else 0
     if _preferred(frame) is not None:
         ratio = f", {diff / dse:.1f} SE" if dse > 0 else ""
         text = (
             f"The data prefer {best}: elpd difference {_num(diff)} (SE {_num(dse)}) over "
-            f"{next_best}{ratio}."
+            f"{next_best}{ratio}, from {n} observations."
         )
+        if diff < SMALL_DIFFERENCE:
+            text += (
+                f" A difference below {SMALL_DIFFERENCE:g} is small, and its SE is itself "
+                "uncertain with few observations (Sivula T, Magnusson M, Vehtari A, "
+                "arXiv:2008.10296): a preference, not a proof."
+            )
     else:
         text = (
             f"No structure is preferred: the elpd difference {_num(diff)} between {best} and "

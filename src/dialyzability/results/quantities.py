@@ -99,9 +99,43 @@ def _terminal_half_life(post, cl):
     return math.log(2) / _rates(post, cl)[1]
 
 
+def _session_start(post):
+    """Shares (a1, a2) of the body burden in the central and the peripheral compartment on the
+    terminal phase off ECTR, A2 / A1 = k12 / (k21 − β) (the eigenvector of β): where a session
+    finds a body that has distributed (two compartments)."""
+    v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
+    k12, k21 = q / v1, q / v2
+    _, beta = _rates(post, _endogenous(post))
+    a1 = 1.0 / (1.0 + k12 / (k21 - beta))
+    return a1, 1.0 - a1
+
+
+def _apparent_half_life_on(post, m, hours: float = 6.0):
+    """The half-life a session of ``hours`` shows (h): hours · ln 2 / ln(C(0) / C(hours)).
+
+    One compartment: ln 2 · V / CL_on. Two compartments: from the terminal phase's split
+    (:func:`_session_start`), A1(T) = e^(−α'T) a1 + D(α', β', T) ((α' − k10 − k12) a1 + k21 a2)
+    under the on-ECTR rates (Sylvester's formula, as :func:`_removed_share`): the level's fall
+    over the session, which EXTRIP's half-life criterion compares with the half-life off ECTR
+    (Lavergne V et al., Clin Toxicol 2012;50:403-413), rather than the terminal β on ECTR, which
+    a session never reaches.
+    """
+    on = _endogenous(post) + _ectr(post, m)
+    if not _two(post):
+        return math.log(2) * post["volume"] / on
+    v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
+    k10, k12, k21 = on / v1, q / v1, q / v2
+    alpha, beta = _rates(post, on)
+    a1, a2 = _session_start(post)
+    d = (np.exp(-alpha * hours) - np.exp(-beta * hours)) / (beta - alpha)
+    end = np.exp(-alpha * hours) * a1 + d * ((alpha - k10 - k12) * a1 + k21 * a2)
+    return hours * math.log(2) / np.log(a1 / end)
+
+
 def _removed_share(post, m, hours: float = 6.0):
     """Percentage of the body burden that a session of ``hours`` removes (EXTRIP's criterion),
-    from a body at distribution equilibrium at its start.
+    from a body on its terminal phase at its start (distributed between the compartments as the
+    terminal phase keeps them, :func:`_session_start`).
 
     One compartment: 100 · CL_ECTR / CL_on · (1 − e^(−T CL_on / V)), CL_on = CL_R + CL_NR +
     CL_ECTR. Two compartments: the body starts on its terminal phase off ECTR (A2 / A1 =
@@ -119,9 +153,7 @@ def _removed_share(post, m, hours: float = 6.0):
         return 100 * cl_e / on * (1 - np.exp(-hours * on / post["volume"]))
     v1, v2, q = post["volume_central"], post["volume_peripheral"], post["cl_intercompartmental"]
     k12, k21 = q / v1, q / v2
-    _, beta = _rates(post, cl)
-    a1 = 1.0 / (1.0 + k12 / (k21 - beta))  # share of the burden in the central compartment
-    a2 = 1.0 - a1
+    a1, a2 = _session_start(post)
     alpha_on, beta_on = _rates(post, on)
     # first row of M + x I: (x − (k10 + k12), k21), k10 = CL_on / V1
     k10 = on / v1
@@ -175,7 +207,13 @@ REGISTRY: tuple[Quantity, ...] = (
         per_modality=True,
         scale="linear",
     ),
-    Quantity("volume", "Volume of distribution", "L", lambda p, m: p["volume"], "V"),
+    Quantity(
+        "volume",
+        "Volume of distribution",
+        "L",
+        lambda p, m: p["volume"],
+        "V; with two compartments the steady-state volume V1 + V2",
+    ),
     Quantity(
         "blood_plasma_ratio",
         "Whole-blood / plasma concentration ratio",
@@ -209,6 +247,40 @@ REGISTRY: tuple[Quantity, ...] = (
         needs="cl_intercompartmental",
     ),
     Quantity(
+        "fraction_peripheral",
+        "Peripheral share of the volume",
+        "1",
+        lambda p, m: p["fraction_peripheral"],
+        "φ = V2 / V (two compartments)",
+        needs="fraction_peripheral",
+        scale="linear",
+    ),
+    Quantity(
+        "lag",
+        "Absorption lag",
+        "h",
+        lambda p, m: p["lag"],
+        "time from an oral dose to the start of its absorption",
+        needs="lag",
+    ),
+    Quantity(
+        "ka_slow",
+        "Absorption rate of the slow route",
+        "1/h",
+        lambda p, m: p["ka_slow"],
+        "the slow route of a dual absorption (1/ka_slow = 1/ka + 1/k)",
+        needs="ka_slow",
+    ),
+    Quantity(
+        "fraction_slow",
+        "Share of an oral dose absorbed slowly",
+        "1",
+        lambda p, m: p["fraction_slow"],
+        "the fraction of F · dose taken by the slow route",
+        needs="fraction_slow",
+        scale="linear",
+    ),
+    Quantity(
         "thalf_alpha",
         "Distribution half-life off ECTR",
         "h",
@@ -225,23 +297,32 @@ REGISTRY: tuple[Quantity, ...] = (
     ),
     Quantity(
         "thalf_on",
-        "Half-life on {m}",
+        "Half-life on {m} (over a 6-h session)",
+        "h",
+        lambda p, m: _apparent_half_life_on(p, m, 6.0),
+        "6 h · ln2 / ln(C(0) / C(6 h)) from the terminal phase's distribution (one compartment: "
+        "ln2 · V / (CL_R + CL_NR + CL_ECTR))",
+        per_modality=True,
+    ),
+    Quantity(
+        "thalf_on_terminal",
+        "Terminal half-life on {m}",
         "h",
         lambda p, m: _terminal_half_life(p, _endogenous(p) + _ectr(p, m)),
-        "terminal half-life ln2 / β with CL_R + CL_NR + CL_ECTR "
-        "(one compartment: ln2 · V / (CL_R + CL_NR + CL_ECTR))",
+        "ln2 / β with CL_R + CL_NR + CL_ECTR (two compartments; reached only after a session "
+        "much longer than the distribution half-life)",
         per_modality=True,
+        needs="cl_intercompartmental",
     ),
     Quantity(
         "thalf_ratio",
         "Half-life on {m} / half-life off",
         "%",
         lambda p, m: (
-            100
-            * _terminal_half_life(p, _endogenous(p) + _ectr(p, m))
-            / _terminal_half_life(p, _endogenous(p))
+            100 * _apparent_half_life_on(p, m, 6.0) / _terminal_half_life(p, _endogenous(p))
         ),
-        "100 · t½ on / t½ off (one compartment: 100 · (CL_R + CL_NR) / (CL_R + CL_NR + CL_ECTR))",
+        "100 · t½ on (over a 6-h session) / t½ off (one compartment: 100 · (CL_R + CL_NR) / "
+        "(CL_R + CL_NR + CL_ECTR))",
         per_modality=True,
         scale="linear",
     ),
