@@ -438,7 +438,8 @@ def structure_study(
     Cases of each design of :data:`REBOUND_DESIGNS` are simulated with two compartments (true
     parameters from the drug model's priors, :data:`STUDY_DRUG`, drawn again until the case
     shows a rebound of at least :data:`REBOUND_MIN` 2 h after its session, :func:`rebound`:
-    the cases where one compartment is wrong), and ``one_compartment`` cases
+    the cases where one compartment is wrong; the coverage is then that of truths so chosen,
+    not a calibration over the whole prior), and ``one_compartment`` cases
     of :data:`ONE_COMPARTMENT_DESIGNS` with one; every case is fitted with both structures
     (first-order absorption, as simulated) and the fits compared by
     :func:`~dialyzability.results.compare.compare_fits`.
@@ -468,6 +469,8 @@ def structure_study(
             )
             if true_structure == "one-compartment" or rebound(raw, truth) >= REBOUND_MIN:
                 break
+        else:
+            raise RuntimeError(f"no {kind} case with a rebound in 1000 draws from seed {seed + i}")
         case = parse_case(raw, raw["id"])
         truths = {"ratio": truth.ratio, "cl_renal": truth.cl_renal, "cl_ectr": truth.cl_ectr["HD"]}
         row = {

@@ -717,6 +717,8 @@ def pooled_extrip_blocks(summary: dict) -> list[Block]:
     if rows:
         header = ("modality", "kidneys", "criterion", *(f"P({g})" for g in GRADES))
         b.append(Block("table", rows=tuple(rows), header=header))
+    if ex.get("note"):
+        b.append(Block("p", ex["note"]))
     return b
 
 

@@ -146,6 +146,16 @@ class Structure:
         """What a report says, e.g. "two compartments, dual (fast and slow) absorption"."""
         return f"{WORDS[self.disposition]}, {WORDS[self.absorption]}"
 
+    def label_for(self, oral: bool) -> str:
+        """:attr:`label`, or for a case without an oral dose the disposition alone, saying
+        that the absorption plays no part."""
+        if oral or self.absorption == "first-order":
+            return self.label
+        return (
+            f"{WORDS[self.disposition]} (no oral dose: the {self.absorption} absorption plays "
+            "no part)"
+        )
+
     def volumes(self, params: dict):
         """(V1, V2) of ``params``: the central volume the levels read, and the peripheral one
         (None for one compartment)."""

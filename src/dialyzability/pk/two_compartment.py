@@ -603,9 +603,7 @@ def _forward_pass(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, des
     init = design[8]
     a0_central = np.ascontiguousarray(a0[:, 0])
     for c in range(n_cases):
-        n_s = place_case(
-            c, times, cl_ectr, f, a0_central, dose_amount, design, iw, w, _PLACE_ROWS
-        )
+        n_s = place_case(c, times, cl_ectr, f, a0_central, dose_amount, design, iw, w, _PLACE_ROWS)
         if n == 0:
             continue
         v, cl_c, ka_c = volume[c], cl[c], ka[c]

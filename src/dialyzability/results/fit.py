@@ -423,7 +423,12 @@ class CaseView:
             verdict=tuple(self.verdicts(quantities, diagnostics.converged)),
             flags=tuple(timing_flags(self) + prediction_flags(self)),
             windows=tuple(windows(self, hdi_prob)),
-            structure={"name": self.fit.structure.name, "label": self.fit.structure.label},
+            structure={
+                "name": self.fit.structure.name,
+                "label": self.fit.structure.label_for(
+                    any(d.route == "oral" for d in self.case.doses)
+                ),
+            },
             comparison=self.fit.comparison,
             sessions=tuple(session_rows(self, hdi_prob)),
         )

@@ -145,6 +145,11 @@ def population_extrip(fit) -> dict:
         base["volume_central"] = base["volume"] * (1 - phi)
         base["volume_peripheral"] = base["volume"] * phi
         base["cl_intercompartmental"] = 0 * base["volume"] + p.cl_intercompartmental.median
+        out["note"] = (
+            f"With two compartments the typical patient's V2/V ({phi:.2f}, the prior mean) and Q "
+            f"({p.cl_intercompartmental.median:g} L/h, the prior median) are the drug model's "
+            "priors, not pooled estimates: each case has its own, under those priors."
+        )
     mu_r = post[mu_name("cl_renal")]
     for k, cls in enumerate(fit.batch.kidney_classes):
         typical = xr.Dataset({**base, "cl_renal": np.exp(mu_r.isel(kidney=k, drop=True))})

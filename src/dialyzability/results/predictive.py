@@ -49,16 +49,23 @@ class Draws:
         )
         return out | {k: v[rows] for k, v in (self.added or {}).items()}
 
-    def terminal_rate(self, rows) -> np.ndarray:
-        """The terminal elimination rate (1/h) off ECTR of draws ``rows``."""
+    def slowest_rate(self, rows) -> np.ndarray:
+        """The slowest rate (1/h) of draws ``rows`` off ECTR: the terminal elimination rate,
+        or an absorption slower than it (flip-flop; the slow route of a dual absorption), which
+        then sets how long the level stays up."""
         from dialyzability.pk.structure import macro_rates
 
         p = self.params(rows)
         if self.structure.compartments == 1:
-            return p["cl"] / p["volume"]
-        v1, v2 = self.structure.volumes(p)
-        q = p["cl_intercompartmental"]
-        return macro_rates(p["cl"] / v1, q / v1, q / v2)[1]
+            rate = p["cl"] / p["volume"]
+        else:
+            v1, v2 = self.structure.volumes(p)
+            q = p["cl_intercompartmental"]
+            rate = macro_rates(p["cl"] / v1, q / v1, q / v2)[1]
+        rate = np.minimum(rate, p["ka"])
+        if "ka_slow" in p:
+            rate = np.minimum(rate, p["ka_slow"])
+        return rate
 
 
 def flat_draws(fit, max_draws: int | None = None) -> Draws:
@@ -125,14 +132,14 @@ def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.nd
 def time_below(fit, threshold: float, ectr: bool = True, points: int = 800) -> np.ndarray:
     """For each draw, the time (h, case clock) after which the level stays below ``threshold``.
 
-    The curve is evaluated from the first event to the last event plus twelve terminal
-    half-lives off ECTR, on ``points`` times; the last crossing is refined by log-linear
-    interpolation.
+    The curve is evaluated from the first event to the last event plus twelve half-lives of
+    the slowest process off ECTR (:meth:`Draws.slowest_rate`), on ``points`` times; the last
+    crossing is refined by log-linear interpolation.
     A draw whose level never exceeds the threshold gets the first event's time.
     """
     out = []
     for d, r, sol in solutions(fit, ectr):
-        thalf = math.log(2) / d.terminal_rate(r)
+        thalf = math.log(2) / d.slowest_rate(r)
         lo, hi = d.times[r].min(axis=1), d.times[r].max(axis=1) + 12 * thalf
         t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, points)[None, :]
         out.append(_last_crossing(t, sol.at(t), threshold))
