@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dialyzability.design import BatchDesign, case_events
-from dialyzability.io.case import Case, parse_case
+from dialyzability.io.case import Case, CaseError, parse_case
 from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
 from dialyzability.pk.structure import Structure
 
@@ -437,7 +437,8 @@ def structure_study(
 
     Cases of each design of :data:`REBOUND_DESIGNS` are simulated with two compartments (true
     parameters from the drug model's priors, :data:`STUDY_DRUG`, drawn again until the case
-    shows a rebound of at least :data:`REBOUND_MIN` 2 h after its session, :func:`rebound`:
+    shows a rebound of at least :data:`REBOUND_MIN` 2 h after its session, :func:`rebound`, and
+    again when the measurement noise makes its recoveries exceed its dose (not a valid case):
     the cases where one compartment is wrong; the coverage is then that of truths so chosen,
     not a calibration over the whole prior), and ``one_compartment`` cases
     of :data:`ONE_COMPARTMENT_DESIGNS` with one; every case is fitted with both structures
@@ -467,11 +468,14 @@ def structure_study(
             raw, truth = simulate_case(
                 kind, case_seed, drug=STUDY_DRUG, structure=Structure(true_structure)
             )
+            try:  # noise can make the recoveries exceed the dose: such a case is drawn again
+                case = parse_case(raw, raw["id"])
+            except CaseError:
+                continue
             if true_structure == "one-compartment" or rebound(raw, truth) >= REBOUND_MIN:
                 break
         else:
             raise RuntimeError(f"no {kind} case with a rebound in 1000 draws from seed {seed + i}")
-        case = parse_case(raw, raw["id"])
         truths = {"ratio": truth.ratio, "cl_renal": truth.cl_renal, "cl_ectr": truth.cl_ectr["HD"]}
         row = {
             "design": kind,
