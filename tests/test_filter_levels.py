@@ -312,3 +312,34 @@ def test_check_prints_the_site_and_the_pair(tmp_path):
 def test_loading_a_toml_case_with_sites(tmp_path, write_case):
     case = load_case(write_case(_raw(haematocrit=0.35)))
     assert case.concentrations[2].site == "post-filter" and case.concentrations[2].session == 1
+
+
+def test_figure_report_and_saved_posterior_treat_post_filter_levels_as_levels():
+    from dialyzability.outputs.plots import levels_data, plot_levels
+    from dialyzability.outputs.report import build_report
+
+    from .conftest import nuts_free_fit
+
+    case = case_of(simulate_case("filter_pairs", 2)[0])
+    fit = nuts_free_fit([case], draws=250)
+    idata = fit.idata
+    # each post-filter level is an observed level with its log-likelihood and predictive draw
+    assert idata.observed_data["concentration"].sizes["level"] == 9
+    for group in ("log_likelihood", "posterior_predictive"):
+        assert np.isfinite(idata[group]["concentration"].values).all()
+    pred = idata.posterior["pred_level"].values
+    cl = idata.posterior["cl_ectr"].values[..., 0, 0]
+    q = BLOOD_FLOW * (1 - HAEMATOCRIT)
+    np.testing.assert_allclose(pred[..., 4], pred[..., 3] * (1 - cl / q), rtol=1e-10)
+    d = levels_data(fit, points=20, max_draws=50)
+    post = [o for o in d["observed"] if o["site"] == "post-filter"]
+    assert len(post) == 3
+    assert all(o["predicted"]["low"] < o["predicted"]["median"] < o["predicted"]["high"]
+               for o in post)  # fmt: skip
+    assert not any("predicted" in o for o in d["observed"] if o["site"] != "post-filter")
+    fig = plot_levels(fit, d)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any(x.startswith("post-filter level") for x in labels)
+    text = build_report(fit, fit.summary(), []).markdown()
+    assert "post-filter (venous line) levels are modelled as C_p × (1 − CL_ECTR/Q)" in text
+    assert "A-V pair at post-filter level #5" in text
