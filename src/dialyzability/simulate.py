@@ -24,7 +24,7 @@ Designs (``DESIGNS``):
   needs), a 24-h urine collection, one HD session with its recovery;
 * ``rebound_sparse``: one level before the session, one at its end, one 4 h later; urine and
   the session's recovery;
-* ``filter_pairs``: dose, three systemic levels (at 4 h, 1 h after the session, at 48 h), one HD
+* ``filter_pairs``: dose, three systemic levels (before the session, after it, late), one HD
   session with its blood flow (:data:`BLOOD_FLOW`) and three pre-/post-filter pairs during it,
   the patient's haematocrit (:data:`HAEMATOCRIT`); no urine, no effluent total (CL_ECTR is
   known to the data only through C_out = C_in (1 − CL_ECTR/Q), Q the plasma flow).
@@ -194,10 +194,7 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
         session = base["sessions"][0]
         del session["recovered"]
         session["blood_flow"] = f"{BLOOD_FLOW * 1000 / 60:g} mL/min"
-        # systemic levels at 4 h (the absorption phase, which keeps ka from swapping with
-        # the elimination rate: a flip-flop mode seen with the first level just before the
-        # session), 1 h after the session and at 48 h
-        levels = [{"time_h": t, "value": "1 mg/L"} for t in (4, hd_start + 5, 48)]
+        levels = [{"time_h": t, "value": "1 mg/L"} for t in (hd_start - 1, hd_start + 5, 48)]
         for dt in (0.5, 2, 3.5):
             t = round(hd_start + dt, 2)
             for site in ("pre-filter", "post-filter"):
