@@ -174,6 +174,16 @@ def test_predictions_are_the_array_form_at_the_models_event_times(name, case):
         n = len(case.concentrations)
         blood = np.array([c.matrix == "blood" for c in case.concentrations])
         bp = np.where(blood, got.get("blood_plasma_ratio", 1.0), 1.0)  # B:P · C_p in blood
+        # after the filter: C_p (1 − CL_ECTR/Q), Q = Q_B (1 − Hct) of the level's session
+        hct = case.patient.haematocrit or 0.0
+        bp = bp * np.array(
+            [
+                1 - cl_ectr[0, 0] / (case.sessions[c.session - 1].blood_flow * (1 - hct))
+                if c.post_filter
+                else 1.0
+                for c in case.concentrations
+            ]
+        )
         np.testing.assert_allclose(got["pred_level"], bp * out["conc"][0, :n], rtol=1e-10)
     if any(s.effluent_samples for s in case.sessions):
         # C_E = CL_ECTR · C_p / Q_E at the samples, which follow the levels

@@ -73,7 +73,10 @@ def describe_case(case) -> str:
     lines.append(f"  levels ({len(case.concentrations)})")
     for c in case.concentrations:
         value = f"< {_fmt(c.lloq, 'mg/L')} (below LLOQ)" if c.below_lloq else _fmt(c.value, "mg/L")
-        lines.append(f"    {c.time_h}: {value} {c.matrix}")
+        site = ""
+        if c.site is not None:
+            site = f", {c.site} ({case.sessions[c.session - 1].modality} session {c.session})"
+        lines.append(f"    {c.time_h}: {value} {c.matrix}{site}")
     lines.append(f"  urine collections ({len(case.urine)})")
     for u in case.urine:
         vol = f", volume {_fmt(u.volume, 'L')}" if u.volume is not None else ""

@@ -339,7 +339,8 @@ def unused_fields(case: Case) -> list[str]:
     wrote is dropped silently (``check`` prints them, the report lists them under
     Assumptions): an effluent flow without effluent samples (it enters only their
     prediction), the patient's age and sex. (A blood flow bounds CL_ECTR:
-    :meth:`Batch.ectr_bound`.)"""
+    :meth:`Batch.ectr_bound`; a level's ``site`` and ``session`` place it on the circuit:
+    :attr:`Batch.level_post_filter`.)"""
     out = []
     for i, s in enumerate(case.sessions, 1):
         if s.effluent_flow is not None and not s.effluent_samples:
@@ -374,7 +375,23 @@ def structure(case: Case) -> dict:
     out = blank(case.to_json())
     for key in ("id", "reference", "doi", "clock", "notes", "time_zero"):  # free text
         out.pop(key, None)
+    # a level's session picks the CL_ECTR (its modality) of a post-filter prediction
+    for level, c in zip(out.get("concentrations", []), case.concentrations, strict=True):
+        if c.session is not None:
+            level["session"] = c.session
     return out
+
+
+def plasma_flow(case: Case, session: int) -> float | None:
+    """The plasma flow through the filter of session ``session`` (1-based), L/h: Q_B (1 − Hct)
+    with the session's ``blood_flow`` Q_B and the patient's haematocrit; without a haematocrit
+    the blood flow itself (Hct = 0: the plasma flow never exceeds it); None without a blood
+    flow. The one reading of the flows that :meth:`Batch.ectr_bound` and the post-filter levels
+    share."""
+    s = case.sessions[session - 1]
+    if s.blood_flow is None:
+        return None
+    return s.blood_flow * (1.0 - (case.patient.haematocrit or 0.0))
 
 
 #: kidney-function classes, in the order of the hierarchical model's ``kidney`` dimension
@@ -434,7 +451,9 @@ class Observations:
         True for a level below the LLOQ.
     modality
         Effluent samples: the index of their session's modality in :attr:`Batch.modalities`
-        (the ``cl_ectr`` column that clears into that effluent); empty for other kinds.
+        (the ``cl_ectr`` column that clears into that effluent); levels: that of the session
+        of a pre- or post-filter level (0 for a level not drawn at the filter); empty for other
+        kinds.
     """
 
     labels: tuple[str, ...]
@@ -516,6 +535,14 @@ class Batch:
         )
 
     @property
+    def level_post_filter(self) -> np.ndarray:
+        """Per level: drawn after the filter (its ``site``), predicted as C_p (1 − CL_ECTR/Q)
+        with Q its session's plasma flow (:func:`plasma_flow`; ``filter_plasma_flow`` in
+        :attr:`data`) and CL_ECTR of its session's modality (``levels.modality``). A
+        pre-filter level is the systemic level: an ordinary level."""
+        return np.array([x.post_filter for c in self.cases for x in c.concentrations], dtype=bool)
+
+    @property
     def weight_missing(self) -> np.ndarray:
         return np.array([c.patient.weight is None for c in self.cases])
 
@@ -562,7 +589,9 @@ class Batch:
         class (:func:`~dialyzability.io.drugs.clearance_prior`); ``log_a0_guess`` (C,) log mg;
         ``level_log_y``, ``urine_log_y``, ``effluent_log_y``, ``effluent_sample_log_y``:
         observed values (a level below the LLOQ: its LLOQ); ``effluent_sample_flow`` (L/h): the
-        effluent flow Q_E of each effluent sample's session.
+        effluent flow Q_E of each effluent sample's session; ``filter_plasma_flow`` (L/h): the
+        plasma flow Q of the session of each post-filter level (:attr:`level_post_filter`, in
+        their order).
         """
         n = self.kinetics.n_events
         t = np.zeros((self.n_cases, n))
@@ -576,7 +605,11 @@ class Batch:
         priors = [clearance_prior(self.drug, c.kidney_function) for c in self.cases]
         guess = []
         for c in self.cases:
-            measured = [x.value for x in c.concentrations if x.value and not x.below_lloq]
+            measured = [
+                x.value
+                for x in c.concentrations
+                if x.value and not x.below_lloq and not x.post_filter
+            ]
             c_ref = measured[0] if measured else (self.drug.therapeutic_high or 1.0)
             weight = c.patient.weight or self.drug.weight.median
             guess.append(math.log(c_ref * self.drug.priors.volume.median * weight))
@@ -594,6 +627,15 @@ class Batch:
             "effluent_log_y": np.log(self.effluent.value),
             "effluent_sample_log_y": np.log(self.effluent_samples.value),
             "ectr_bound": self.ectr_bound()[1],
+            "filter_plasma_flow": np.array(
+                [
+                    plasma_flow(c, x.session)
+                    for c in self.cases
+                    for x in c.concentrations
+                    if x.post_filter
+                ],
+                dtype=float,
+            ),
             "effluent_sample_flow": np.array(
                 [
                     s.effluent_flow
@@ -618,11 +660,11 @@ class Batch:
         m = max(len(self.modalities), 1)
         bound = np.full((self.n_cases, m), np.inf)
         for i, c in enumerate(self.cases):
-            hct = c.patient.haematocrit or 0.0
-            for s in c.sessions:
-                if s.blood_flow is not None:
+            for k, s in enumerate(c.sessions, 1):
+                q = plasma_flow(c, k)
+                if q is not None:
                     j = self.modalities.index(s.modality)
-                    bound[i, j] = min(bound[i, j], s.blood_flow * (1.0 - hct))
+                    bound[i, j] = min(bound[i, j], q)
         mask = np.isfinite(bound)
         return mask, np.where(mask, bound, 1.0)
 
@@ -709,6 +751,20 @@ def make_batch(cases: list[Case], drug: DrugModel) -> Batch:
         for i, c in enumerate(cases)
         for j, x in enumerate(c.concentrations)
     )
+    # a level at the filter is cleared by its session's modality (the post-filter prediction)
+    levels = Observations(
+        **{
+            **levels.__dict__,
+            "modality": np.array(
+                [
+                    modalities.index(c.sessions[x.session - 1].modality) if x.session else 0
+                    for c in cases
+                    for x in c.concentrations
+                ],
+                dtype=int,
+            ),
+        }
+    )
     urine = observations(
         (i, urine_name(j + 1), windows[i]["urine"][j], u.recovered, False)
         for i, c in enumerate(cases)
@@ -794,6 +850,15 @@ class ObservationKind:
 
 #: every kind of observation, in the order of the outputs
 OBSERVATIONS: tuple[ObservationKind, ...] = (
+    # every measured concentration of the drug in the patient's blood, whatever its matrix and
+    # its site: the prediction (``pred_level``) is C_p(t) times a per-level factor, B:P for a
+    # whole-blood level (:attr:`Batch.level_blood`) and 1 − CL_ECTR/Q for a post-filter level
+    # (:attr:`Batch.level_post_filter`). A post-filter level is a level, not a kind of its own:
+    # it is measured by the same assay in the same matrix as the pre-filter level beside it, so
+    # it shares the level's error prior and error SD (a case's levels form one group), its
+    # censoring below the LLOQ, its labels (``level3``), its latent time and its place in the
+    # plan; only its prediction differs, in one place (:func:`~dialyzability.model.build.
+    # build_model`).
     ObservationKind("level", "concentration", "level", "Plasma level", "mg/L", lambda b: b.levels),
     ObservationKind("urine", "urine_amount", "urine", "Urine amount", "mg", lambda b: b.urine),
     ObservationKind(

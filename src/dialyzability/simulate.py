@@ -23,7 +23,15 @@ Designs (``DESIGNS``):
   first two hours after it, then 4 h and 6 h after it, and at 36 h and 48 h: what a rebound
   needs), a 24-h urine collection, one HD session with its recovery;
 * ``rebound_sparse``: one level before the session, one at its end, one 4 h later; urine and
-  the session's recovery.
+  the session's recovery;
+* ``filter_pairs``: dose, three systemic levels (before the session, after it, late), one HD
+  session with its blood flow (:data:`BLOOD_FLOW`) and three pre-/post-filter pairs during it,
+  the patient's haematocrit (:data:`HAEMATOCRIT`); no urine, no effluent total (CL_ECTR is
+  known to the data only through C_out = C_in (1 − CL_ECTR/Q), Q the plasma flow).
+
+Where a session reports its blood flow, the true CL_ECTR is the model's: Q (1 − e^(−K/Q)) with
+K drawn from the drug's prior and Q the plasma flow (:func:`~dialyzability.design.plasma_flow`),
+so that the truth is drawn from the prior the model fits under.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialyzability.design import BatchDesign, case_events
+from dialyzability.design import BatchDesign, case_events, plasma_flow
 from dialyzability.io.case import Case, CaseError, parse_case
 from dialyzability.io.drugs import DrugModel, clearance_prior, load_drug
 from dialyzability.pk.structure import Structure
@@ -50,10 +58,15 @@ DESIGNS = (
     "blood",
     "rebound_rich",
     "rebound_sparse",
+    "filter_pairs",
 )
 #: effluent (dialysate + ultrafiltrate) flow of the ``effluent_samples`` design, L/h: an
 #: intermittent HD dialysate flow of 500 mL/min
 EFFLUENT_FLOW = 30.0
+#: blood flow of the ``filter_pairs`` design (250 mL/min, L/h) and the patient's haematocrit:
+#: a plasma flow of 15 × (1 − 0.35) = 9.75 L/h
+BLOOD_FLOW = 15.0
+HAEMATOCRIT = 0.35
 
 
 @dataclass
@@ -175,6 +188,18 @@ def _skeleton(kind: str, rng: np.random.Generator) -> dict:
     elif kind == "blood":
         for c in base["concentrations"]:
             c["matrix"] = "blood"
+    elif kind == "filter_pairs":
+        del base["urine"]
+        base["patient"]["haematocrit"] = HAEMATOCRIT
+        session = base["sessions"][0]
+        del session["recovered"]
+        session["blood_flow"] = f"{BLOOD_FLOW * 1000 / 60:g} mL/min"
+        levels = [{"time_h": t, "value": "1 mg/L"} for t in (hd_start - 1, hd_start + 5, 48)]
+        for dt in (0.5, 2, 3.5):
+            t = round(hd_start + dt, 2)
+            for site in ("pre-filter", "post-filter"):
+                levels.append({"time_h": t, "value": "1 mg/L", "site": site, "session": 1})
+        base["concentrations"] = levels
     elif kind in ("rebound_rich", "rebound_sparse"):
         end = hd_start + 4
         after = (4, hd_start - 1, hd_start + 1, hd_start + 2, hd_start + 3, end)
@@ -218,6 +243,7 @@ def simulate_case(
     model = load_drug(drug)
     raw["drug"] = model.name
     kidney = raw["patient"]["kidney_function"]
+    drawn = truth is None
     if truth is None:
         truth = draw_truth(model, kidney, rng, 70.0, structure)
     # timings given as ranges take a true value inside the range
@@ -230,11 +256,21 @@ def simulate_case(
         bp = model.priors.blood_plasma_ratio
         truth.blood_plasma_ratio = float(bp.median * math.exp(bp.sigma * rng.normal()))
     case = parse_case(raw, raw["id"])
+    if drawn:  # a reported blood flow bounds the true CL_ECTR as it bounds the model's
+        for k, s in enumerate(case.sessions, 1):
+            q = plasma_flow(case, k)
+            if q is not None:
+                truth.cl_ectr[s.modality] = -q * math.expm1(-truth.cl_ectr[s.modality] / q)
     conc, auc, index = _predict(case, truth)
     n_levels = len(case.concentrations)
     plasma, at_samples = conc[:n_levels], conc[n_levels:]
     blood = np.array([c.matrix == "blood" for c in case.concentrations])
     plasma = np.where(blood, truth.blood_plasma_ratio * plasma, plasma)
+    # after the filter: C_p (1 − CL_ECTR/Q), Q the session's plasma flow
+    for j, c in enumerate(case.concentrations):
+        if c.post_filter:
+            q = plasma_flow(case, c.session)
+            plasma[j] *= 1.0 - truth.cl_ectr[case.sessions[c.session - 1].modality] / q
     values = plasma * np.exp(noise * rng.normal(size=plasma.shape))
     for c, v in zip(raw["concentrations"], values, strict=True):
         if c.get("below_lloq"):
@@ -295,8 +331,9 @@ RECOVERY_DESIGNS = ("rich", "sparse", "no_dose", "no_weight", "anuric", "censore
 
 
 #: designs whose CL_ECTR is seen through a new kind of observation only (issue 13): effluent
-#: samples with the effluent flow (no urine, no effluent total); levels in whole blood
-OBSERVATION_DESIGNS = ("effluent_samples", "blood")
+#: samples with the effluent flow (no urine, no effluent total); levels in whole blood;
+#: pre-/post-filter pairs with the blood flow (no urine, no effluent total)
+OBSERVATION_DESIGNS = ("effluent_samples", "blood", "filter_pairs")
 
 
 def recovery_study(

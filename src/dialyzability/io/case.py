@@ -536,14 +536,31 @@ class Dose(_Block):
     route: Literal["oral", "iv"] = "oral"
 
 
+#: where on the extracorporeal circuit a level was drawn: at the filter's inlet (arterial line,
+#: the systemic plasma level) or at its outlet (venous line, after the filter has cleared it)
+SITES = ("pre-filter", "post-filter")
+
+
 class Level(_Block):
-    """A measured drug level (mg/L); ``below_lloq`` means it was below ``lloq`` (mg/L)."""
+    """A measured drug level (mg/L); ``below_lloq`` means it was below ``lloq`` (mg/L).
+
+    ``site`` (``"pre-filter"`` or ``"post-filter"``) with ``session`` (the 1-based number of the
+    session in ``[[sessions]]``): a level drawn from the extracorporeal circuit during that
+    session, at the filter's inlet or outlet (an A-V pair when both are drawn at one time)."""
 
     time_h: TimeH
     value: Concentration | None = None
     matrix: Literal["plasma", "serum", "blood"] = "plasma"
     lloq: Concentration | None = None
     below_lloq: Annotated[bool, Field(strict=True)] = False
+    site: Literal["pre-filter", "post-filter"] | None = None
+    session: Annotated[int, Field(ge=1, strict=True)] | None = None
+
+    @property
+    def post_filter(self) -> bool:
+        """Drawn after the filter: not the systemic level (the model predicts it as
+        C_p (1 − CL_ECTR/Q), Q the session's plasma flow)."""
+        return self.site == "post-filter"
 
 
 class Window(_Block):
@@ -941,21 +958,25 @@ def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]
                 "value",
             )
     # one level per known time and matrix: two at the same time would be silently re-sorted by
-    # any curve through them (which is first?); ranged times are unknowns, not compared
-    first_at: dict[tuple[str, float], int] = {}
+    # any curve through them (which is first?); ranged times are unknowns, not compared. A
+    # post-filter level is no point of the systemic curve: it may share a time with the
+    # pre-filter (or any systemic) level, not with another post-filter level
+    first_at: dict[tuple[str, bool, float], int] = {}
     for i, c in _entries(case, "concentrations"):
         if c.time_h.is_range:
             continue
-        earlier = first_at.setdefault((c.matrix, c.time_h.lo), i)
+        earlier = first_at.setdefault((c.matrix, c.post_filter, c.time_h.lo), i)
         if earlier != i:
+            what = f"{c.matrix} {'post-filter ' if c.post_filter else ''}levels"
             fail(
-                f"two {c.matrix} levels at the same time ({c.time_h.lo:g} h): concentrations "
+                f"two {what} at the same time ({c.time_h.lo:g} h): concentrations "
                 f"#{earlier} and #{i}; give one level per time and matrix (e.g. the mean of "
                 "repeat assays), or correct the time",
                 "concentrations",
                 i,
                 "time_h",
             )
+    problems += _check_sites(case, path)
     timed = [
         (i, s)
         for i, s in _entries(case, "sessions")
@@ -994,6 +1015,72 @@ def _check_consistency(case: Case | SimpleNamespace, path: str) -> list[Problem]
                 f"urine and effluent recoveries add up to {recovered:g} mg, more than the total "
                 f"dose {total:g} mg",
                 "urine and sessions",
+            )
+    return problems
+
+
+def _check_sites(case: Case | SimpleNamespace, path: str) -> list[Problem]:
+    """A level's ``site`` and ``session``: every problem of every level (see :class:`Level`).
+
+    A site needs its session, and a session its site; the session must exist; a post-filter
+    level needs its session's ``blood_flow`` (it is predicted through the plasma flow); a level
+    at the filter is drawn while its session runs (its time not certainly outside the session's
+    possible range); and it is a plasma or serum level (the extraction of whole blood is not
+    the plasma extraction the model predicts)."""
+    problems: list[Problem] = []
+
+    def fail(message: str, i: int, field: str) -> None:
+        problems.append(Problem(path, message, "concentrations", i, field))
+
+    sessions = list(case.sessions)  # None where an entry failed validation
+    for i, c in _entries(case, "concentrations"):
+        if c.site is None:
+            if c.session is not None:
+                fail(
+                    "session is given without a site: say where on the circuit the level was "
+                    'drawn (site = "pre-filter" or "post-filter"), or leave session out',
+                    i,
+                    "site",
+                )
+            continue
+        if c.matrix == "blood":
+            fail(
+                f'a {c.site} level must be a plasma or serum level (matrix = "plasma" or '
+                '"serum"): the extraction of whole blood across the filter is not the plasma '
+                "extraction the model predicts",
+                i,
+                "matrix",
+            )
+        if c.session is None:
+            fail(
+                f"a {c.site} level needs its session: give session = N, the number of the "
+                "session in [[sessions]] (1 for the first) during which it was drawn",
+                i,
+                "session",
+            )
+            continue
+        if c.session > len(sessions):
+            have = f"the case has {len(sessions)}" if sessions else "the case has none"
+            fail(f"session {c.session} does not exist ({have} in [[sessions]])", i, "session")
+            continue
+        s = sessions[c.session - 1]
+        if s is None:
+            continue  # its own problems are said at the session
+        if c.post_filter and s.blood_flow is None:
+            fail(
+                f"a post-filter level needs the blood flow of its session: the level after the "
+                "filter is C_p (1 - CL_ECTR / Q) with Q the plasma flow through it; give "
+                f'blood_flow in [[sessions]] #{c.session} (e.g. blood_flow = "250 mL/min")',
+                i,
+                "site",
+            )
+        timed = s.end_h is not None or s.duration_h is not None
+        if timed and (c.time_h.hi < s.start_h.lo or c.time_h.lo > s.end.hi):
+            fail(
+                f"a {c.site} level at {c.time_h} is outside its session #{c.session} "
+                f"({s.start_h} to {s.end}): no blood flows through the filter then",
+                i,
+                "time_h",
             )
     return problems
 

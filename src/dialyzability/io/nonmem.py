@@ -12,14 +12,17 @@ recoveries and samples, the start and end of each session) in three files:
 
 The columns (:data:`COLUMNS`): ``ID`` (1, 2, ... in the order of the cases), ``TIME`` (h on the
 case's clock), ``AMT`` (mg), ``RATE`` (0: every dose is a bolus), ``DV``, ``EVID`` (1 dose, 0
-observation, 2 the start or end of a session), ``MDV``, ``CMT`` (1 depot: oral doses; 2 central:
-iv doses and levels; 3 urine; 4 effluent), ``DVID`` (1 level mg/L, 2 urine amount mg, 3 effluent
-amount mg, 4 effluent concentration mg/L), ``BLQ`` and ``LLOQ`` (a level below the LLOQ has
-BLQ = 1 and DV = its LLOQ), ``TSTART`` (start of a urine collection or of the session of an
+observation, 2 the start or end of a session), ``MDV``, ``CMT`` (1 depot: oral doses; 2 central: iv
+doses and levels; 3 urine; 4 effluent), ``DVID`` (1 level mg/L, 2 urine amount mg, 3 effluent
+amount mg, 4 effluent concentration mg/L, 5 post-filter level mg/L: drawn after the filter, so not
+the systemic level a central compartment predicts), ``BLQ`` and ``LLOQ`` (a level below the LLOQ
+has BLQ = 1 and DV = its LLOQ), ``TSTART`` (start of a urine collection or of the session of an
 effluent recovery; the row's own TIME otherwise), ``VOL`` (urine or effluent volume, L),
-``SESSION`` (number of the session of a session row), ``MODALITY``, ``QB``, ``QE`` (blood and
-effluent flows, L/h), ``MATRIX``, and the patient's ``WT``, ``AGE``, ``SEX``, ``RENAL`` on every
-row. A quantity the case does not give is :data:`MISSING` (-99); a code it does not give, 0.
+``SESSION`` (number of the session of a session row, or of a level drawn at the filter),
+``MODALITY``, ``QB``, ``QE`` (blood and effluent flows, L/h), ``MATRIX``, ``SITE`` (a level drawn
+from the extracorporeal circuit: 1 pre-filter, 2 post-filter, with its ``SESSION``), and the
+patient's ``WT``, ``AGE``, ``SEX``, ``RENAL``, ``HCT`` (haematocrit) on every row. A quantity the
+case does not give is :data:`MISSING` (-99); a code it does not give, 0.
 
 A time the case gives as a range is written at its midpoint and listed in ``FILE.txt``; an
 anchored time is written in hours. So ranges and anchors do not survive an export:
@@ -62,10 +65,12 @@ COLUMNS = (
     "QB",
     "QE",
     "MATRIX",
+    "SITE",
     "WT",
     "AGE",
     "SEX",
     "RENAL",
+    "HCT",
 )
 #: the columns a file must have to be read
 REQUIRED = ("ID", "TIME", "AMT", "DV", "EVID", "CMT")
@@ -73,9 +78,10 @@ REQUIRED = ("ID", "TIME", "AMT", "DV", "EVID", "CMT")
 MISSING = -99.0
 
 DEPOT, CENTRAL, URINE, EFFLUENT = 1, 2, 3, 4
-LEVEL, URINE_AMOUNT, EFFLUENT_AMOUNT, EFFLUENT_CONCENTRATION = 1, 2, 3, 4
+LEVEL, URINE_AMOUNT, EFFLUENT_AMOUNT, EFFLUENT_CONCENTRATION, POST_FILTER_LEVEL = 1, 2, 3, 4, 5
 MODALITY_CODES = {m: i for i, m in enumerate(MODALITIES, 1)}
 MATRIX_CODES = {"plasma": 1, "serum": 2, "blood": 3}
+SITE_CODES = {"pre-filter": 1, "post-filter": 2}
 SEX_CODES = {"male": 1, "female": 2}
 RENAL_CODES = {"normal": 1, "impaired": 2, "anuric": 3}
 
@@ -107,7 +113,8 @@ DICTIONARY: dict[str, tuple[str, str, str]] = {
         "kind of observation",
         "",
         "1 level (mg/L); 2 urine amount (mg); 3 effluent amount (mg); "
-        "4 effluent concentration (mg/L); 0 not an observation",
+        "4 effluent concentration (mg/L); 5 post-filter level (mg/L, not the systemic level); "
+        "0 not an observation",
     ),
     "BLQ": ("level below the lower limit of quantification", "", "1 below; 0 otherwise"),
     "LLOQ": ("lower limit of quantification of a level (-99 not given)", "mg/L", ""),
@@ -117,7 +124,12 @@ DICTIONARY: dict[str, tuple[str, str, str]] = {
         "",
     ),
     "VOL": ("urine or effluent volume (-99 not given)", "L", ""),
-    "SESSION": ("number of the session of a session row (EVID 2, CMT 4); 0 otherwise", "", ""),
+    "SESSION": (
+        "number of the session of a session row (EVID 2, CMT 4) or of a level with a SITE; "
+        "0 otherwise",
+        "",
+        "",
+    ),
     "MODALITY": ("modality of a session row", "", _codes(MODALITY_CODES)),
     "QB": ("blood flow of a session row (-99 not given)", "L/h", ""),
     "QE": (
@@ -126,10 +138,17 @@ DICTIONARY: dict[str, tuple[str, str, str]] = {
         "",
     ),
     "MATRIX": ("matrix of a level", "", _codes(MATRIX_CODES)),
+    "SITE": (
+        "where on the extracorporeal circuit a level was drawn, during its SESSION (a "
+        "post-filter level is not the systemic level); 0 a systemic level",
+        "",
+        _codes(SITE_CODES).removesuffix("; 0 not given"),
+    ),
     "WT": ("body weight (-99 not given)", "kg", ""),
     "AGE": ("age (-99 not given)", "years", ""),
     "SEX": ("sex", "", _codes(SEX_CODES)),
     "RENAL": ("kidney function", "", _codes(RENAL_CODES)),
+    "HCT": ("haematocrit, a fraction (-99 not given)", "", ""),
 }
 
 
@@ -165,6 +184,7 @@ def _rows(case: Case, number: int) -> tuple[list[dict[str, float]], list[str]]:
         "AGE": _given(p.age_years),
         "SEX": SEX_CODES.get(p.sex or "", 0),
         "RENAL": RENAL_CODES.get(p.kidney_function or "", 0),
+        "HCT": _given(p.haematocrit),
     }
     ranges: list[str] = []
 
@@ -198,10 +218,12 @@ def _rows(case: Case, number: int) -> tuple[list[dict[str, float]], list[str]]:
             DV=dv,
             MDV=0,
             CMT=CENTRAL,
-            DVID=LEVEL,
+            DVID=POST_FILTER_LEVEL if c.post_filter else LEVEL,
             BLQ=int(c.below_lloq),
             LLOQ=_given(c.lloq),
             MATRIX=MATRIX_CODES[c.matrix],
+            SITE=SITE_CODES.get(c.site or "", 0),
+            SESSION=c.session or 0,
         )
     for i, u in enumerate(case.urine, 1):
         start, end = when(u.start_h, f"urine{i}.start"), when(u.end, f"urine{i}.end")
@@ -466,6 +488,7 @@ def _case_raw(path: Path, number: int, rows, identity: dict[str, Any], drug: str
         "age_years": None if _get(first, "AGE", MISSING) == MISSING else first["AGE"],
         "sex": _code(path, n, first, "SEX", SEX_CODES),
         "kidney_function": _code(path, n, first, "RENAL", RENAL_CODES),
+        "haematocrit": None if _get(first, "HCT", MISSING) == MISSING else first["HCT"],
     }
     raw["patient"] = {k: v for k, v in patient.items() if v is not None}
     doses, levels, urine = [], [], []
@@ -521,11 +544,22 @@ def _case_raw(path: Path, number: int, rows, identity: dict[str, Any], drug: str
             if dv is None:
                 raise NonmemError(path, "an observation needs its value", f"row {n}", "DV")
             dvid = _get(row, "DVID")
-            if cmt == CENTRAL and dvid in (None, LEVEL):
+            if cmt == CENTRAL and dvid in (None, LEVEL, POST_FILTER_LEVEL):
                 level: dict[str, Any] = {"time_h": time}
                 matrix = _code(path, n, row, "MATRIX", MATRIX_CODES)
                 if matrix is not None:
                     level["matrix"] = matrix
+                site = _code(path, n, row, "SITE", SITE_CODES)
+                if (dvid == POST_FILTER_LEVEL) != (site == "post-filter"):
+                    got = f"SITE {_shown(_get(row, 'SITE'))} with DVID {_shown(dvid)}"
+                    raise NonmemError(
+                        path,
+                        f"a post-filter level is DVID 5 with SITE 2, got {got}",
+                        f"row {n}",
+                        "SITE",
+                    )
+                if site is not None:
+                    level.update(site=site, session=_integer(path, n, row, "SESSION"))
                 lloq = _quantity(_get(row, "LLOQ"), "mg/L")
                 blq = _get(row, "BLQ", 0)
                 if blq not in (0, 1):
@@ -562,7 +596,7 @@ def _case_raw(path: Path, number: int, rows, identity: dict[str, Any], drug: str
                 raise NonmemError(
                     path,
                     f"an observation of CMT {_shown(cmt)} with DVID "
-                    f"{_shown(dvid)} is not a level (CMT 2, DVID 1), "
+                    f"{_shown(dvid)} is not a level (CMT 2, DVID 1 or 5), "
                     "urine (CMT 3, DVID 2) or effluent (CMT 4, DVID 3 or 4)",
                     f"row {n}",
                     "CMT",

@@ -53,6 +53,22 @@ EXAMPLE_ROWS: tuple[dict[str, str], ...] = (
         "effluent_flow": "30 L/h",
     },
     {"kind": "effluent", "start": "9", "value": "0.8", "unit": "mg/L", "session": "1"},
+    {
+        "kind": "level",
+        "start": "11",
+        "value": "1.9",
+        "unit": "mg/L",
+        "site": "pre-filter",
+        "session": "1",
+    },
+    {
+        "kind": "level",
+        "start": "11",
+        "value": "1.2",
+        "unit": "mg/L",
+        "site": "post-filter",
+        "session": "1",
+    },
 )
 
 

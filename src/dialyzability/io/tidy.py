@@ -15,6 +15,9 @@ Example (``data/example-tidy.csv``)::
     lee2020,baclofen,urine,2,14,,24,42,mg,,,
     lee2020,baclofen,session,14,30,,3,3.05,mg,,,HD
 
+A level drawn from the extracorporeal circuit is a level row with its ``site`` (pre-filter or
+post-filter) and its ``session`` (the number of the session row of the case, 1 for the first).
+
 Every problem is reported, each naming the file, the row (as a spreadsheet numbers them: the
 header is row 1) and the column. The file is only read.
 """
@@ -93,6 +96,14 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "below_lloq", "the level was below the lloq (then value may be empty)", "", "true, false"
     ),
+    Column(
+        "site",
+        "level rows drawn from the extracorporeal circuit: at the filter's inlet (arterial "
+        "line) or outlet (venous line), during the session given in the session column; empty "
+        "for a systemic level",
+        "",
+        "pre-filter, post-filter",
+    ),
     Column("route", "route of a dose (default oral)", "", "oral, iv"),
     Column("modality", "the session's extracorporeal treatment", "", ", ".join(MODALITIES)),
     Column(
@@ -107,7 +118,8 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "session",
-        "effluent rows: which session of the case the sample belongs to",
+        "effluent rows: which session of the case the sample belongs to; level rows with a "
+        "site: the session during which the level was drawn",
         "",
         "1, 2, ... in the order of the case's session rows",
     ),
@@ -218,6 +230,8 @@ _FIELDS = {
         "matrix": "matrix",
         "lloq": "lloq",
         "below_lloq": "below_lloq",
+        "site": "site",
+        "session": "session",
     },
     "urine": {
         "start_h": "start",
@@ -417,6 +431,13 @@ def _entry(sheet: _Sheet, row: dict, n: int, kind: str):
             sheet.fail(n, "below_lloq", f"true or false, got {row['below_lloq']!r}")
         if "below_lloq" not in entry:
             entry["value"] = _quantity(row)
+        entry["site"] = row.get("site") or None
+        text = row.get("session", "")
+        if text:  # a number the case checks against its sessions (and against the site)
+            if text.isascii() and text.isdigit() and int(text) >= 1:
+                entry["session"] = int(text)
+            else:
+                sheet.fail(n, "session", f"a session number (1, 2, ...), got {text!r}")
     elif kind == "effluent":
         entry = {"time_h": _time(sheet, row, n, "start"), "concentration": _quantity(row)}
     else:

@@ -56,14 +56,19 @@ correlations (0.8-0.85) between each case's log V and log CL_R coordinates: the 
 of the single-case model, which in the hierarchical layer still awaits a parametrisation that
 does not couple the cases through tau.
 
-Observations (:mod:`dialyzability.model.observations`) are observed variables: levels
-log-normal with proportional error (plasma and serum alike, both C_p; a whole-blood level
-around B:P · C_p, with the blood-to-plasma ratio B:P a parameter of the batch, log-normal from
-the drug model's ``priors.blood_plasma_ratio``, present only when a case has a blood level),
-censored below the LLOQ through ``pm.Censored``; urine and effluent amounts log-normal around
-CL_R × AUC and CL_ECTR × AUC; effluent samples log-normal around CL_ECTR × C_p(t) / Q_E, Q_E
-the session's effluent flow. The error SD of each kind is shared by a case's observations of
-that kind and integrated out under its informative prior
+Observations (:mod:`dialyzability.model.observations`) are observed variables: levels log-normal
+with proportional error (plasma and serum alike, both C_p; a whole-blood level around B:P · C_p,
+with the blood-to-plasma ratio B:P a parameter of the batch, log-normal from the drug model's
+``priors.blood_plasma_ratio``, present only when a case has a blood level), censored below the LLOQ
+through ``pm.Censored``; a post-filter level (a level's ``site``: drawn from the venous line of the
+circuit during its session) around C_p (1 − CL_ECTR/Q), Q the session's plasma flow Q_B (1 − Hct)
+(Hct 0 when not reported, as for the bound), its error prior and error SD those of the levels (the
+registry, :data:`~dialyzability.design.OBSERVATIONS`, says why it is a level; net ultrafiltration
+across the filter, which would add Q_UF · C_out/C_in to the clearance, is not modelled: the case
+format has no ultrafiltration flow); a pre-filter level is an ordinary level; urine and effluent
+amounts log-normal around CL_R × AUC and CL_ECTR × AUC; effluent samples log-normal around CL_ECTR
+× C_p(t) / Q_E, Q_E the session's effluent flow. The error SD of each kind is shared by a case's
+observations of that kind and integrated out under its informative prior
 (:func:`~dialyzability.io.drugs.error_prior`): a multivariate Student-t per case and kind.
 """
 
@@ -426,6 +431,17 @@ def build_model(
                 z_bp = pm.Normal(f"blood_plasma_ratio{RAW}", 0.0, 1.0)
                 bp = pm.Deterministic("blood_plasma_ratio", pt.exp(prior.mu + prior.sigma * z_bp))
                 level = pt.set_subtensor(level[blood], bp * level[blood])
+            post = np.flatnonzero(batch.level_post_filter)
+            if len(post):
+                # after the filter: C_out = C_in (1 − E), the extraction E = CL_ECTR / Q with Q
+                # the session's plasma flow (CL_ECTR = Q · E, mass balance over the filter
+                # without net ultrafiltration; Atkinson AJ, Transl Clin Pharmacol
+                # 2016;24:153-156). CL_ECTR < Q: a post-filter level's session has a blood
+                # flow, so its modality is bounded by the smallest plasma flow (ectr_bound)
+                e = cl_ectr[batch.levels.case[post], batch.levels.modality[post]]
+                level = pt.set_subtensor(
+                    level[post], level[post] * (1.0 - e / data["filter_plasma_flow"])
+                )
             preds["level"] = pm.Deterministic("pred_level", level, dims="level")
         if batch.collections:
             c_u = np.array([c for c, _ in batch.collections])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dialyzability.design import population_ratio_name, session_name, urine_name
+from dialyzability.design import level_name, population_ratio_name, session_name, urine_name
 from dialyzability.io.files import write_whole
 from dialyzability.results.extrip import APPLIES_P, GRADE_LABELS, GRADES, MIN_THALF_H
 from dialyzability.results.fit import interval_text
@@ -81,7 +81,12 @@ def _window_spans(fit) -> tuple[list[dict], list[dict]]:
 def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
     """Numbers of the fitted-levels figure: posterior median and 50 %/95 % bands on a time grid,
     the observed levels (censored ones at their LLOQ), the effluent samples with their
-    posterior-predictive intervals, sessions, urine windows, threshold."""
+    posterior-predictive intervals, sessions, urine windows, threshold.
+
+    The curve is the systemic plasma level. A post-filter level (``site``) is not a point of
+    it: its entry says so (``"site": "post-filter"``) and carries its own posterior-predictive
+    median and interval (``"predicted"``: C_p (1 − CL_ECTR/Q) with measurement error), with
+    which the figure compares it instead."""
     from dialyzability.design import case_events
     from dialyzability.results.predictive import curves
 
@@ -104,9 +109,15 @@ def levels_data(fit, points: int = 300, max_draws: int = 1000) -> dict:
             "value": (c_.lloq if c_.below_lloq else c_.value) / (bp if c_.matrix == "blood" else 1),
             "censored": c_.below_lloq,
             "matrix": c_.matrix,
+            "site": c_.site,
         }
         for c_ in fit.case.concentrations
     ]
+    pp = fit.predictive
+    for j, (o, c_) in enumerate(zip(observed, fit.case.concentrations, strict=True), 1):
+        if c_.post_filter and pp is not None and "concentration" in pp:
+            row = describe(pp["concentration"].sel(level=level_name(j)), HDI_PROB, "log")
+            o["predicted"] = {"median": row["median"], "low": row["hdi"][0], "high": row["hdi"][1]}
     sessions, urine = _window_spans(fit)
     from dialyzability.results.interpret import effluent_samples
 
@@ -169,7 +180,25 @@ def plot_levels(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
         lw=1.8,
         label="posterior median",
     )
+    post = [o for o in d["observed"] if o.get("site") == "post-filter"]
+    for o in post:  # compared with its own prediction, not with the systemic curve
+        if "predicted" in o:
+            p = o["predicted"]
+            ax.vlines(o["time"], p["low"], p["high"], color="#7570b3", lw=2, alpha=0.6)
+        face = "white" if o["censored"] else "#7570b3"
+        ax.plot(o["time"], o["value"], "^", mfc=face, mec="black", ms=7)
+    if post:
+        ax.plot(
+            [],
+            [],
+            "^",
+            mfc="#7570b3",
+            mec="black",
+            label=f"post-filter level (bar: predicted {HDI_PROB:.0%})",
+        )
     for o in d["observed"]:
+        if o.get("site") == "post-filter":
+            continue
         if o["censored"]:
             ax.plot(o["time"], o["value"], "v", mfc="white", mec="black", ms=8)
         elif o.get("matrix") == "blood":
@@ -178,7 +207,7 @@ def plot_levels(fit, data: dict | None = None, hdi_prob: float = HDI_PROB):
             ax.plot(o["time"], o["value"], "o", color="black", ms=6)
         if o["time_range"][1] > o["time_range"][0]:
             ax.hlines(o["value"], *o["time_range"], color="black", lw=1)
-    if any(o.get("matrix") != "blood" for o in d["observed"]):
+    if any(o.get("matrix") != "blood" and o.get("site") != "post-filter" for o in d["observed"]):
         ax.plot([], [], "o", color="black", label="measured level")
     if any(o.get("matrix") == "blood" for o in d["observed"]):
         ax.plot(

@@ -582,7 +582,8 @@ def build_report(fit, summary, figures: list[str]) -> Report:
     ]
     b.append(Block("p", "Patient: " + "; ".join(facts) + "."))
     matrices = {c.matrix for c in case.concentrations}
-    if matrices - {"plasma"}:
+    sites = {c.site for c in case.concentrations} - {None}
+    if matrices - {"plasma"} or sites:
         said = []
         if "serum" in matrices:
             said.append("serum levels are treated as plasma levels (the same concentration)")
@@ -591,6 +592,16 @@ def build_report(fit, summary, figures: list[str]) -> Report:
                 "whole-blood levels are modelled as B:P × the plasma level, with the "
                 "blood-to-plasma ratio B:P a parameter under the prior "
                 f"{drug.priors.blood_plasma_ratio.describe()} (table below)"
+            )
+        if "pre-filter" in sites:
+            said.append("pre-filter (arterial line) levels are the systemic level")
+        if "post-filter" in sites:
+            said.append(
+                "post-filter (venous line) levels are modelled as C_p × (1 − CL_ECTR/Q), Q the "
+                "session's plasma flow Q_B × (1 − haematocrit) (the blood flow itself when the "
+                "haematocrit is not reported); net ultrafiltration across the filter is not "
+                "modelled, and the figure compares each with its own prediction, not with the "
+                "systemic curve"
             )
         b.append(Block("p", "Levels: " + "; ".join(said) + "."))
     bounds = [

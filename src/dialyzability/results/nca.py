@@ -11,7 +11,14 @@ measured at the same time (within :data:`SAME_TIME_H`),
     CL_ECTR = Q_E · C_E / C_p
 
 (the effluent clearance of a sample, mass balance over the filter; Atkinson AJ, Transl Clin
-Pharmacol 2016;24:153-156; C_E / C_p is the saturation or sieving coefficient),
+Pharmacol 2016;24:153-156; C_E / C_p is the saturation or sieving coefficient), and for an
+A-V pair (a pre- and a post-filter level of one session at the same time, in one matrix)
+
+    CL_ECTR = Q · (C_in − C_out) / C_in
+
+with Q the session's plasma flow Q_B (1 − Hct) (the blood flow itself when the haematocrit is
+not reported, which overstates it: the estimate says so) and (C_in − C_out)/C_in the filter's
+extraction ratio (Atkinson 2016, the A-V method; net ultrafiltration is not accounted for),
 with the AUC by the linear-up/log-down trapezoidal rule between measured levels (Gabrielsson J,
 Weiner D. Pharmacokinetic and Pharmacodynamic Data Analysis, 5th ed., 2016, ch. 2; the rule PKNCA
 calls "lin up/log down"). An estimate is computed only when measured levels bracket its window and
@@ -35,7 +42,10 @@ noncompartmental analysis: the PKNCA R package. J Pharmacokinet Pharmacodyn 2015
   bolus at the first level of a segment is too, since the level just after it is not measured
   (PKNCA would back-extrapolate C0);
 * two levels at the same time in one matrix are an error of the case file
-  (:mod:`dialyzability.io.case`), never silently re-sorted.
+  (:mod:`dialyzability.io.case`), never silently re-sorted;
+* a post-filter level is not the systemic level: it is left out of every curve and AUC, and
+  of the plasma levels of the effluent clearance; a pre-filter level is the systemic level
+  and counts as any other.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
+from dialyzability.design import plasma_flow
 from dialyzability.io.case import Case, Dose, Time
 
 #: the matrices of levels, in the order a window's curve is looked for
@@ -107,9 +118,14 @@ def segment_auc(t1: float, c1: float, t2: float, c2: float, u: float, v: float) 
 def measured_levels(case: Case, matrix: str = "plasma") -> list[tuple[float, float]]:
     """(time h, level mg/L) of one matrix's curve, sorted by time: its quantified levels at
     exactly known times, and as 0 a level below the LLOQ at or before the first dose and before
-    the first quantified level (PKNCA's ``first = "keep"``). Other levels below the LLOQ, and
-    levels at a range of times, are left out."""
-    own = [c for c in case.concentrations if c.matrix == matrix and not c.time_h.is_range]
+    the first quantified level (PKNCA's ``first = "keep"``). Other levels below the LLOQ,
+    levels at a range of times and post-filter levels (not the systemic level) are left
+    out."""
+    own = [
+        c
+        for c in case.concentrations
+        if c.matrix == matrix and not c.time_h.is_range and not c.post_filter
+    ]
     levels = [(c.time_h.lo, c.value) for c in own if not c.below_lloq and c.value is not None]
     first_level = min((t for t, _ in levels), default=math.inf)
     first_dose = min((d.time_h.lo for d in case.doses), default=-math.inf)
@@ -189,7 +205,8 @@ def window_auc(
 def window_estimate(case: Case, start: Time, end: Time) -> tuple[float | None, str, str | None]:
     """(AUC, reason, matrix) of a window: from the first matrix of :data:`MATRICES` whose levels
     alone give it; otherwise None and why, matrix by matrix when they differ."""
-    present = [m for m in MATRICES if any(c.matrix == m for c in case.concentrations)]
+    systemic = [c for c in case.concentrations if not c.post_filter]
+    present = [m for m in MATRICES if any(c.matrix == m for c in systemic)]
     if not present:
         auc, reason = window_auc([], start, end, case.doses)
         return auc, reason, None
@@ -252,6 +269,9 @@ def classical_estimates(case: Case) -> list[Estimate]:
     for i, s in enumerate(case.sessions, start=1):
         for k, e in enumerate(s.effluent_samples, start=1):
             out.append(_sample_estimate(case, i, s, k, e))
+    for k, c in enumerate(case.concentrations, start=1):
+        if c.post_filter:
+            out.append(_pair_estimate(case, k, c))
     for i, u in enumerate(case.urine, start=1):
         for j, s in enumerate(case.sessions, start=1):
             window = _window(s.start_h, s.end)
@@ -287,6 +307,7 @@ def _sample_estimate(case: Case, i: int, session, k: int, sample) -> Estimate:
         for c in case.concentrations
         if not c.time_h.is_range
         and not c.below_lloq
+        and not c.post_filter
         and math.isclose(c.time_h.lo, t.lo, abs_tol=SAME_TIME_H)
     ]
     for matrix in ("plasma", "serum"):
@@ -305,6 +326,63 @@ def _sample_estimate(case: Case, i: int, session, k: int, sample) -> Estimate:
     if at:
         return refused(f"only a whole-blood level at {t.lo:g} h (a model-free estimate has no B:P)")
     return refused(f"no quantified plasma or serum level measured at {t.lo:g} h")
+
+
+def _pair_estimate(case: Case, k: int, post) -> Estimate:
+    """Q · (C_in − C_out) / C_in of post-filter level ``k`` (1-based) and the pre-filter level
+    of its session at its time, or why it is not computable."""
+    i = post.session
+    session = case.sessions[i - 1]
+    name = f"cl_ectr_session{i}_av_level{k}"
+    label = f"{session.modality} clearance, session #{i} A-V pair at post-filter level #{k}"
+    hct = case.patient.haematocrit
+    method = "plasma flow x (pre - post-filter level) / pre-filter level (A-V extraction)"
+    if hct is None:
+        method += "; haematocrit not reported, so the blood flow is taken as the plasma flow"
+
+    def refused(reason: str) -> Estimate:
+        return Estimate(name, label, "L/h", None, f"not computable: {reason}", method=method)
+
+    t = post.time_h
+    if t.is_range:
+        return refused("the post-filter level's time is a range")
+    if post.below_lloq:
+        return refused("the post-filter level is below the LLOQ (the extraction is unknown)")
+    pre = [
+        (j, c)
+        for j, c in enumerate(case.concentrations, start=1)
+        if c.site == "pre-filter"
+        and c.session == i
+        and not c.time_h.is_range
+        and math.isclose(c.time_h.lo, t.lo, abs_tol=SAME_TIME_H)
+    ]
+    if not pre:
+        return refused(f"no pre-filter level of session #{i} at {t.lo:g} h")
+    same = [(j, c) for j, c in pre if c.matrix == post.matrix]
+    if not same:
+        return refused(
+            f"the pre-filter level at {t.lo:g} h is in {pre[0][1].matrix}, the post-filter one "
+            f"in {post.matrix}; matrices are not mixed"
+        )
+    j, c_in = same[0]
+    if c_in.below_lloq:
+        return refused(f"the pre-filter level #{j} is below the LLOQ")
+    if post.value >= c_in.value:
+        return refused(
+            f"the post-filter level ({post.value:.4g} mg/L) is not below the pre-filter level "
+            f"#{j} ({c_in.value:.4g} mg/L): no extraction measurable"
+        )
+    q = plasma_flow(case, i)
+    value = q * (c_in.value - post.value) / c_in.value
+    return Estimate(
+        name,
+        _label(label, post.matrix, True),
+        "L/h",
+        value,
+        window=(t.lo, t.lo),
+        matrix=post.matrix,
+        method=method,
+    )
 
 
 def _window(start: Time, end: Time) -> tuple[float, float] | None:
