@@ -24,7 +24,9 @@ def test_import_contracts_are_kept():
 
 def test_the_interval_step_is_written_in_two_places_only():
     """The interval update A_end = A e^(-k dt) + ka G D(k, ka, dt) appears in the array form
-    (pk/closed_form.py) and in the kernel (pk/kernel.py), nowhere else in the package."""
+    (pk/closed_form.py) and in the kernel (pk/kernel.py), and divided exponentials besides only
+    in the two-compartment curves between events (pk/two_compartment.py): nowhere outside the
+    kinetics."""
     holders = set()
     for path in SRC.rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -39,4 +41,4 @@ def test_the_interval_step_is_written_in_two_places_only():
                 "divided_exp_partials",
             ):
                 holders.add(path.relative_to(SRC).as_posix())
-    assert holders <= {"pk/closed_form.py", "pk/kernel.py"}, holders
+    assert holders <= {"pk/closed_form.py", "pk/kernel.py", "pk/two_compartment.py"}, holders
