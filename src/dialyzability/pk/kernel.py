@@ -397,11 +397,19 @@ def _design_arrays(design: BatchDesign) -> tuple:
     )
 
 
-def _op_classes():
-    """The PyTensor Ops (defined on first use, so that importing this module stays light)."""
-    global Kinetics, KineticsGrad
-    if "Kinetics" in globals():
-        return Kinetics, KineticsGrad
+#: the PyTensor Ops of each kernel, made on first use (importing the kinetics stays light)
+_OPS: dict[str, tuple] = {}
+
+
+def op_classes(name: str, forward, backward, n_inputs: int) -> tuple:
+    """The PyTensor Ops of a compiled kernel, one class pair per kernel (made on first use):
+    ``name`` computing ``forward(*inputs, design)`` → (conc (C, L), auc (C, W)), and its
+    vector-Jacobian product computing ``backward(*inputs, g_conc, g_auc, design)`` → one
+    gradient per float input (``n_inputs`` of them), each registered with PyTensor's numba
+    backend so that nutpie compiles them into the model. Shared by the one- and the
+    two-compartment kernels."""
+    if name in _OPS:
+        return _OPS[name]
     import pytensor.tensor as pt
     from pytensor.gradient import DisconnectedType
     from pytensor.graph.basic import Apply
@@ -409,21 +417,18 @@ def _op_classes():
     from pytensor.link.numba.dispatch import numba_funcify
     from pytensor.link.numba.dispatch.basic import numba_njit
 
-    class _Base(Op):
+    class Base(Op):
         __props__ = ("key",)
 
         def __init__(self, arrays: tuple, n_cases: int):
             self.arrays, self.n_cases = arrays, n_cases
             self.key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrays)
 
-    class _Kinetics(_Base):
-        """conc (C, L), auc (C, W) = the kinetics of a batch of cases (see the module)."""
-
-        def make_node(self, times, volume, cl, cl_ectr, ka, f, a0, dose_amount):
-            inputs = [
-                pt.as_tensor_variable(x).astype("float64")
-                for x in (times, volume, cl, cl_ectr, ka, f, a0, dose_amount)
-            ]
+    class Forward(Base):
+        def make_node(self, *inputs):
+            if len(inputs) != n_inputs:
+                raise TypeError(f"{name} takes {n_inputs} inputs, got {len(inputs)}")
+            inputs = [pt.as_tensor_variable(x).astype("float64") for x in inputs]
             c = self.n_cases
             out = [
                 pt.tensor(dtype="float64", shape=(c, self.arrays[7].shape[1])),
@@ -440,44 +445,45 @@ def _op_classes():
                 pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
                 for out, g in zip(outputs, output_grads, strict=True)
             ]
-            return KineticsGrad(self.arrays, self.n_cases)(*inputs, *g)
+            return Grad(self.arrays, self.n_cases)(*inputs, *g)
 
-    class _KineticsGrad(_Base):
-        """The vector-Jacobian product of :class:`Kinetics`: one gradient per float input."""
-
+    class Grad(Base):
         def make_node(self, *inputs):
             inputs = [pt.as_tensor_variable(x).astype("float64") for x in inputs]
-            return Apply(self, inputs, [x.type() for x in inputs[:8]])
+            return Apply(self, inputs, [x.type() for x in inputs[:n_inputs]])
 
         def perform(self, node, inputs, outputs):
             grads = backward(*[np.asarray(x, dtype=float) for x in inputs], self.arrays)
             for out, g in zip(outputs, grads, strict=True):
                 out[0] = g
 
-    @numba_funcify.register(_Kinetics)
-    def _numba_kinetics(op, node=None, **kwargs):
+    Forward.__name__ = Forward.__qualname__ = name
+    Grad.__name__ = Grad.__qualname__ = f"{name}Grad"
+    Forward.__doc__ = f"conc (C, L), auc (C, W) of the {name} kernel of a batch of cases."
+    Grad.__doc__ = f"The vector-Jacobian product of {name}: one gradient per float input."
+
+    @numba_funcify.register(Forward)
+    def _numba_forward(op, node=None, **kwargs):
         arrays = op.arrays
 
         @numba_njit
-        def kinetics(times, volume, cl, cl_ectr, ka, f, a0, dose_amount):
-            return forward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, arrays)
+        def kernel(*inputs):
+            return forward(*inputs, arrays)
 
-        return kinetics
+        return kernel
 
-    @numba_funcify.register(_KineticsGrad)
-    def _numba_kinetics_grad(op, node=None, **kwargs):
+    @numba_funcify.register(Grad)
+    def _numba_grad(op, node=None, **kwargs):
         arrays = op.arrays
 
         @numba_njit
-        def kinetics_grad(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, g_conc, g_auc):
-            return backward(
-                times, volume, cl, cl_ectr, ka, f, a0, dose_amount, g_conc, g_auc, arrays
-            )
+        def kernel_grad(*inputs):
+            return backward(*inputs, arrays)
 
-        return kinetics_grad
+        return kernel_grad
 
-    Kinetics, KineticsGrad = _Kinetics, _KineticsGrad
-    return Kinetics, KineticsGrad
+    _OPS[name] = (Forward, Grad)
+    return _OPS[name]
 
 
 def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_amount):
@@ -485,7 +491,7 @@ def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_am
     one
     PyTensor node (tensors in, tensors out; shapes as in ``solve_batch``, ``dose_amount``
     (C, D) padded like ``design``)."""
-    kinetics, _ = _op_classes()
+    kinetics, _ = op_classes("Kinetics", forward, backward, 8)
     op = kinetics(_design_arrays(design), design.n_cases)
     conc, auc = op(times, volume, cl, cl_ectr, ka, f, a0, dose_amount)
     return {"conc": conc, "auc": auc}

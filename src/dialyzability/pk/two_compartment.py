@@ -74,7 +74,14 @@ import numba
 import numpy as np
 
 from dialyzability.design import BatchDesign
-from dialyzability.pk.kernel import _ORDER, _POS, _SESSIONS, _design_arrays, place_case
+from dialyzability.pk.kernel import (
+    _ORDER,
+    _POS,
+    _SESSIONS,
+    _design_arrays,
+    op_classes,
+    place_case,
+)
 
 #: the scaled, shifted matrix 2^-s (N dt - mu I) has infinity norm at most this (kernel)
 _THETA = 0.5
@@ -821,98 +828,13 @@ def backward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, 
 _N_INPUTS = 10
 
 
-def _op_classes():
-    """The PyTensor Ops (defined on first use, so that importing this module stays light)."""
-    global TwoCompartment, TwoCompartmentGrad
-    if "TwoCompartment" in globals():
-        return TwoCompartment, TwoCompartmentGrad
-    import pytensor.tensor as pt
-    from pytensor.gradient import DisconnectedType
-    from pytensor.graph.basic import Apply
-    from pytensor.graph.op import Op
-    from pytensor.link.numba.dispatch import numba_funcify
-    from pytensor.link.numba.dispatch.basic import numba_njit
-
-    class _Base(Op):
-        __props__ = ("key",)
-
-        def __init__(self, arrays: tuple, n_cases: int):
-            self.arrays, self.n_cases = arrays, n_cases
-            self.key = tuple((a.dtype.str, a.shape, a.tobytes()) for a in arrays)
-
-    class _TwoCompartment(_Base):
-        """conc (C, L), auc (C, W) of two-compartment kinetics of a batch (see the module)."""
-
-        def make_node(self, times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2):
-            inputs = [
-                pt.as_tensor_variable(x).astype("float64")
-                for x in (times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2)
-            ]
-            c = self.n_cases
-            out = [
-                pt.tensor(dtype="float64", shape=(c, self.arrays[7].shape[1])),
-                pt.tensor(dtype="float64", shape=(c, self.arrays[6].shape[1])),
-            ]
-            return Apply(self, inputs, out)
-
-        def perform(self, node, inputs, outputs):
-            conc, auc = forward(*[np.asarray(x, dtype=float) for x in inputs], self.arrays)
-            outputs[0][0], outputs[1][0] = conc, auc
-
-        def L_op(self, inputs, outputs, output_grads):
-            g = [
-                pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
-                for out, g in zip(outputs, output_grads, strict=True)
-            ]
-            return TwoCompartmentGrad(self.arrays, self.n_cases)(*inputs, *g)
-
-    class _TwoCompartmentGrad(_Base):
-        """The vector-Jacobian product of :class:`TwoCompartment`: one gradient per input."""
-
-        def make_node(self, *inputs):
-            inputs = [pt.as_tensor_variable(x).astype("float64") for x in inputs]
-            return Apply(self, inputs, [x.type() for x in inputs[:_N_INPUTS]])
-
-        def perform(self, node, inputs, outputs):
-            grads = backward(*[np.asarray(x, dtype=float) for x in inputs], self.arrays)
-            for out, g in zip(outputs, grads, strict=True):
-                out[0] = g
-
-    @numba_funcify.register(_TwoCompartment)
-    def _numba_two_compartment(op, node=None, **kwargs):
-        arrays = op.arrays
-
-        @numba_njit
-        def two_compartment(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2):
-            return forward(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, arrays)
-
-        return two_compartment
-
-    @numba_funcify.register(_TwoCompartmentGrad)
-    def _numba_two_compartment_grad(op, node=None, **kwargs):
-        arrays = op.arrays
-
-        @numba_njit
-        def two_compartment_grad(
-            times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, g_auc
-        ):
-            return backward(
-                times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2, g_conc, g_auc, arrays
-            )
-
-        return two_compartment_grad
-
-    TwoCompartment, TwoCompartmentGrad = _TwoCompartment, _TwoCompartmentGrad
-    return TwoCompartment, TwoCompartmentGrad
-
-
 def solve_op(times, design: BatchDesign, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2):
     """``conc`` (C, L) mg/L and ``auc`` (C, W) mg·h/L of :func:`solve_batch` as one PyTensor
     node (tensors in, tensors out; shapes as in :func:`solve_batch`, ``dose_amount`` (C, D)
     padded like ``design``; ``volume`` is V1 (L), ``q`` Q (L/h), ``v2`` V2 (L), ``a0`` (C, 2)
     the latent amounts (mg) put in the central and the peripheral compartment), with its
     gradient with respect to every input (:func:`backward`)."""
-    op_class, _ = _op_classes()
+    op_class, _ = op_classes("TwoCompartment", forward, backward, _N_INPUTS)
     op = op_class(_design_arrays(design), design.n_cases)
     conc, auc = op(times, volume, cl, cl_ectr, ka, f, a0, dose_amount, q, v2)
     return {"conc": conc, "auc": auc}
