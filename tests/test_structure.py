@@ -403,3 +403,16 @@ def test_a_fit_saved_before_the_structures_loads_as_one_compartment(tmp_path):
     after = old.summary().to_json()
     assert after["quantities"] == before["quantities"]
     assert after["verdict"] == before["verdict"]
+
+
+def test_the_report_lists_only_the_priors_of_the_fit_structure():
+    from dialyzability.io.case import load_case
+    from dialyzability.outputs.report import build_report
+    from tests.conftest import LEE, nuts_free_fit
+
+    one = nuts_free_fit([load_case(LEE)], seed=7, draws=100, structure=Structure())
+    text = build_report(one, one.summary(), []).markdown()
+    assert "| volume |" in text and "fraction_peripheral" not in text and "ka_slow" not in text
+    two = nuts_free_fit([load_case(LEE)], seed=7, draws=100, structure=Structure("two-compartment"))
+    text = build_report(two, two.summary(), []).markdown()
+    assert "| fraction_peripheral |" in text and "| lag |" not in text

@@ -325,10 +325,13 @@ class DrugModel(_Strict):
         own += [p.source for p in priors if p.origin != "default.toml" or self.name == "default"]
         return list(dict.fromkeys(own))
 
-    def prior_table(self) -> list[tuple[str, str, str]]:
-        """(name, description, source) of every prior, for reports and attributes."""
+    def prior_table(self, skip: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+        """(name, description, source) of every prior but those in ``skip`` (the parameters a
+        fit's structure does not have), for reports and attributes."""
         rows = []
         for name in Priors.model_fields:
+            if name in skip:
+                continue
             prior = getattr(self.priors, name)
             rows.append((name, prior.describe(), f"[{prior.origin}] {prior.source}"))
         for group in ("ectr", "kidney_function", "errors"):

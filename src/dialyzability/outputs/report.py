@@ -636,7 +636,11 @@ def build_report(fit, summary, figures: list[str]) -> Report:
             )
         )
     b.append(
-        Block("table", rows=tuple(drug.prior_table()), header=("prior", "distribution", "source"))
+        Block(
+            "table",
+            rows=tuple(drug.prior_table(skip=fit.structure.unused)),
+            header=("prior", "distribution", "source"),
+        )
     )
 
     b.append(Block("h2", "Diagnostics"))

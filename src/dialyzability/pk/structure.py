@@ -135,6 +135,12 @@ class Structure:
         return ADDED.get(self.disposition, ()) + ADDED.get(self.absorption, ())
 
     @property
+    def unused(self) -> tuple[str, ...]:
+        """The parameters of the other choices, which this structure does not have."""
+        every = [p for added in ADDED.values() for p in added]
+        return tuple(p for p in every if p not in self.parameters)
+
+    @property
     def name(self) -> str:
         """Short name, e.g. ``two-compartment`` or ``one-compartment+dual``."""
         if self.absorption == "first-order":

@@ -248,6 +248,10 @@ class CaseView:
         return self.fit.cases[self.index]
 
     @property
+    def structure(self) -> Structure:
+        return self.fit.structure
+
+    @property
     def drug(self) -> DrugModel:
         return self.fit.drug
 
