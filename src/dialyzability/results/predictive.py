@@ -106,17 +106,25 @@ def flat_draws(fit, max_draws: int | None = None) -> Draws:
 _CHUNK = 500
 
 
-def solutions(fit, ectr: bool = True, max_draws: int | None = None):
-    """Yield (draws, rows, solution) by chunks of (thinned) draws: the numpy
+def solutions(fit, ectr: bool = True, max_draws: int | None = None) -> list[tuple]:
+    """(draws, rows, solution) by chunks of (thinned) draws: the numpy
     :class:`~dialyzability.pk.structure.Solution` of those draws under the fit's structural
     model (``rows`` index ``draws``), with their extracorporeal clearances, or with none when
-    ``ectr`` is False."""
-    _, design, _ = case_events(fit.case)
-    d = flat_draws(fit, max_draws)
-    for start in range(0, len(d), _CHUNK):
-        rows = np.arange(start, min(start + _CHUNK, len(d)))
-        batch = BatchDesign.stack([design] * len(rows))
-        yield d, rows, d.structure.solve(d.times[rows], batch, d.params(rows, ectr))
+    ``ectr`` is False.
+
+    Solved once per (single-case view of a) fit and setting, and kept with it: the hours below
+    the threshold, the rebound after each session and the plan read the same solutions."""
+    key = ("solutions", ectr, max_draws)
+    if key not in fit.__dict__:
+        _, design, _ = case_events(fit.case)
+        d = flat_draws(fit, max_draws)
+        chunks = []
+        for start in range(0, len(d), _CHUNK):
+            rows = np.arange(start, min(start + _CHUNK, len(d)))
+            batch = BatchDesign.stack([design] * len(rows))
+            chunks.append((d, rows, d.structure.solve(d.times[rows], batch, d.params(rows, ectr))))
+        fit.__dict__[key] = chunks
+    return fit.__dict__[key]
 
 
 def curves(fit, query, ectr: bool = True, max_draws: int | None = 1000) -> np.ndarray:
